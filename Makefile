@@ -1,0 +1,32 @@
+# The two commands: `make run` (the app on its embedded default) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The app on http://127.0.0.1:8000 with no server installed (fakeredis + SQLite), stages paced at 2 s.
+run: install
+	$(BIN)/flask --app wsgi db upgrade
+	EPM_STAGE_SECONDS=$${EPM_STAGE_SECONDS:-2} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+## The whole suite: unit tests on the embedded default, and on real Redis/PostgreSQL, live servers
+## and Chromium where REDIS_URL/DATABASE_URL are set and /usr/bin/chromium exists (.ci/run sees to both).
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache *.egg-info

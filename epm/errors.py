@@ -1,0 +1,149 @@
+"""Errors that carry a code and a message fit to show a user.
+
+Raised anywhere, mapped to an HTTP answer once, in the handlers ``create_app`` registers:
+JSON ``{"error": {"code", "message"}}`` under ``/api/``, a readable page elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EpmError(Exception):
+    """Base of every error whose message is safe to show a user."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        body.update(self.details)
+        return {"error": body}
+
+
+class NotFound(EpmError):
+    status = 404
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str):
+        super().__init__(f"There is no job {job_id!r}.")
+
+
+class ValidationFailed(EpmError):
+    """Bad input; ``fields`` maps a field name to what is wrong with it."""
+
+    status = 422
+    code = "validation_failed"
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message, details={"fields": fields} if fields else None)
+        self.fields = fields or {}
+
+
+class Conflict(EpmError):
+    status = 409
+    code = "conflict"
+
+
+class DuplicateJob(Conflict):
+    """The same operation is already active for the same session."""
+
+    code = "duplicate_job"
+
+    def __init__(self, job: dict[str, Any]):
+        super().__init__(f"{job.get('title') or job.get('job_type')} is already running for this session.",
+                         details={"job": job})
+        self.job = job
+
+
+class BackendDown(EpmError):
+    """Redis or the database cannot be reached; the request may be retried later."""
+
+    status = 503
+    code = "backend_unavailable"
+
+
+class Unauthorized(EpmError):
+    status = 401
+    code = "unauthorized"
+
+
+def init_app(app) -> None:
+    """Answer every error once: JSON under /api/, a readable page elsewhere; tracebacks only in the log."""
+    import logging
+
+    import redis
+    from flask import jsonify, render_template, request
+    from sqlalchemy.exc import SQLAlchemyError
+    from werkzeug.exceptions import HTTPException
+
+    log = logging.getLogger("epm")
+
+    def wants_json() -> bool:
+        return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+    def answer(error: EpmError):
+        if wants_json():
+            response = jsonify(error.to_dict())
+            response.status_code = error.status
+            if error.status == 503:
+                response.headers["Retry-After"] = "5"
+            return response
+        return render_template("error.html", error=error), error.status
+
+    @app.errorhandler(EpmError)
+    def on_epm_error(error: EpmError):
+        return answer(error)
+
+    @app.errorhandler(HTTPException)
+    def on_http_error(error: HTTPException):
+        if error.code == 400 and "CSRF" in (error.description or ""):
+            return answer(EpmError("The form expired or the CSRF token is missing; reload the page and "
+                                   "try again.", code="csrf_failed", status=400))
+        code = (error.name or "error").lower().replace(" ", "_")
+        message = {404: "There is nothing at this address.",
+                   405: f"This address does not accept {request.method}."}.get(error.code, error.description)
+        response = answer(EpmError(message, code=code, status=error.code or 500))
+        if error.code == 405 and isinstance(response, tuple) is False:
+            response.headers["Allow"] = ", ".join(error.valid_methods or [])
+        return response
+
+    @app.errorhandler(redis.RedisError)
+    def on_redis_error(error: redis.RedisError):
+        from .jobs import signals
+
+        signals.backend_error.send(error, backend="redis")
+        log.error("Redis unavailable: %s", error)
+        return answer(BackendDown("Live job state (Redis) is unavailable right now; try again in a moment.",
+                                  code="redis_unavailable"))
+
+    @app.errorhandler(SQLAlchemyError)
+    def on_database_error(error: SQLAlchemyError):
+        from .extensions import db
+        from .jobs import signals
+
+        db.session.rollback()
+        signals.backend_error.send(error, backend="database")
+        log.error("database error: %s", error)
+        return answer(BackendDown("The database is unavailable right now; try again in a moment.",
+                                  code="database_unavailable"))
+
+    @app.errorhandler(Exception)
+    def on_unexpected(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return answer(EpmError("Something went wrong on our side. It was logged; please try again.",
+                               code="internal_error", status=500))

@@ -1,0 +1,67 @@
+"""The app's shared clients: the database, migrations, sign-in, CSRF, and Redis."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, current_app
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+
+def init_redis(app: Flask) -> redis.Redis:
+    """Create the app's Redis client: a real server at ``REDIS_URL``, else fakeredis in this process.
+
+    Commands time out after ``EPM_REDIS_TIMEOUT`` seconds so a dead Redis turns into a quick 503,
+    not a hung request.
+    """
+    url = app.config["REDIS_URL"]
+    if url:
+        timeout = app.config["EPM_REDIS_TIMEOUT"]
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                      socket_connect_timeout=timeout, health_check_interval=30)
+    else:
+        import fakeredis
+
+        client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    app.extensions["redis"] = client
+    return client
+
+
+def get_redis() -> redis.Redis:
+    return current_app.extensions["redis"]
+
+
+def describe_backends(app: Flask) -> str:
+    """One line naming the Redis and database in use, with passwords hidden."""
+    from sqlalchemy.engine import make_url
+
+    redis_url = app.config["REDIS_URL"]
+    redis_desc = _hide_password(redis_url) if redis_url else "embedded fakeredis (in this process only)"
+    db_url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    db_desc = db_url.render_as_string(hide_password=True)
+    if db_url.get_backend_name() == "sqlite":
+        db_desc = f"embedded SQLite at {db_url.database}"
+    return f"Redis: {redis_desc}; database: {db_desc}"
+
+
+def _hide_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

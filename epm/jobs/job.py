@@ -1,0 +1,147 @@
+"""A job's state as one value: what Redis holds, what the API sends, what an event carries."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_terminal
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a ``Z``, to the millisecond, the one time format on the wire and in Redis."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def next_seq(previous: int) -> int:
+    """The seq of a job's next state: larger than ``previous`` and than any seq written before now.
+
+    Seq is a millisecond clock that never goes backwards for a job, so every writer (the runner, a
+    reaper in another process, reconciliation from the database after Redis lost its data) makes a
+    newer seq without asking the others, and clients order events by it alone.
+    """
+    return max(previous + 1, int(datetime.now(UTC).timestamp() * 1000))
+
+
+_INT_FIELDS = {"progress", "seq"}
+_BOOL_FIELDS = {"cancel_requested"}
+_JSON_FIELDS = {"result"}
+
+
+@dataclass
+class Job:
+    """The live state of one job. Field names are the Redis hash fields (see docs/operations.md)."""
+
+    id: str
+    job_type: str
+    user_id: str
+    title: str = ""
+    status: JobStatus = JobStatus.PENDING
+    progress: int = 0
+    message: str = ""
+    session_id: str | None = None
+    seq: int = 0
+    created_at: str | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    completed_at: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    retry_of: str | None = None
+    cancel_requested: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def to_hash(self) -> tuple[dict[str, str], list[str]]:
+        """Return ``(fields to write, fields to delete)`` for the job's Redis hash."""
+        write: dict[str, str] = {}
+        delete: list[str] = []
+        for name in _HASH_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                delete.append(name)
+            elif name in _JSON_FIELDS:
+                write[name] = json.dumps(value, separators=(",", ":"), default=str)
+            elif name in _BOOL_FIELDS:
+                if value:
+                    write[name] = "1"
+                else:
+                    delete.append(name)
+            else:
+                write[name] = str(value)
+        return write, delete
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Job:
+        kwargs: dict[str, Any] = {}
+        for name in _HASH_FIELDS:
+            if name not in data:
+                continue
+            raw = data[name]
+            if name in _INT_FIELDS:
+                kwargs[name] = int(raw)
+            elif name in _BOOL_FIELDS:
+                kwargs[name] = raw == "1"
+            elif name in _JSON_FIELDS:
+                kwargs[name] = json.loads(raw)
+            elif name == "status":
+                kwargs[name] = JobStatus(raw)
+            else:
+                kwargs[name] = raw
+        kwargs.setdefault("id", data.get("id", ""))
+        kwargs.setdefault("job_type", data.get("job_type", ""))
+        kwargs.setdefault("user_id", data.get("user_id", ""))
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as the API and the event stream send it."""
+        data = asdict(self)
+        data.pop("extra")
+        data["status"] = self.status.value
+        data["terminal"] = self.is_terminal
+        data.update(self.extra)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+
+_HASH_FIELDS = [f.name for f in fields(Job) if f.name != "extra"]

@@ -1,0 +1,291 @@
+"""JobService: starting, reading, cancelling and retrying jobs, and keeping PostgreSQL in step.
+
+Live state comes from Redis (JobStore); the durable record is the ``background_jobs`` row, written
+twice per job: when it is created and when it reaches a terminal state. A terminal state that cannot
+be written goes to the outbox and is written later, exactly once (the row is keyed by job id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import BackendDown, Conflict, JobNotFound
+from ..extensions import db
+from . import signals
+from .job import Job, JobStatus, iso, next_seq, utcnow
+from .models import BackgroundJob
+from .registry import get_operation
+from .runner import Runner
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .store import JobStore
+
+log = logging.getLogger("epm.jobs")
+
+ACTIVE_STATUSES = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
+INTERRUPTED_MESSAGE = "The server running this job stopped before it finished. Retry it to run it again."
+
+
+class JobService:
+    """The one way the rest of the app acts on jobs."""
+
+    def __init__(self, app: Flask, store: JobStore):
+        self.app = app
+        self.store = store
+        self.runner = Runner(app, store, on_terminal=self.record_terminal)
+
+    # -- starting ------------------------------------------------------------------------------
+    def start(self, job_type: str, *, user_id: str, session_id: str | None = None,
+              params: dict[str, Any] | None = None, retry_of: str | None = None) -> Job:
+        """Create the job, record it, and run it in the background; return it as pending.
+
+        Raises ``DuplicateJob`` when the same operation is already active for the session
+        (atomic across instances: the lock key is taken with SET NX).
+        """
+        operation = get_operation(job_type)
+        params = operation.clean_params(params or {})
+        if not self.runner.accepting:
+            raise BackendDown("This server is restarting; start the job again in a moment.",
+                              code="shutting_down")
+        now = iso(utcnow())
+        job = Job(id=uuid.uuid4().hex, job_type=job_type, user_id=str(user_id), title=operation.title,
+                  status=JobStatus.PENDING, message="Waiting to start", session_id=session_id,
+                  created_at=now, updated_at=now, retry_of=retry_of)
+        job.seq = next_seq(0)
+        self._take_lock(job)
+        try:
+            db.session.add(BackgroundJob.from_job(job, params or {}))
+            db.session.commit()
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            self.store.release_lock(job)
+            signals.backend_error.send(exc, backend="database")
+            log.error("job %s not started: the database is unavailable (%s)", job.id, exc)
+            raise BackendDown("The database is unavailable, so the job was not started. "
+                              "Try again in a minute.", code="database_unavailable") from exc
+        self.store.save(job)
+        self.runner.submit(job, operation, params or {})
+        return job
+
+    def _take_lock(self, job: Job) -> None:
+        from ..errors import DuplicateJob
+
+        for _ in range(3):
+            holder_id = self.store.acquire_lock(job)
+            if holder_id is None:
+                return
+            holder = self.store.load(holder_id)
+            if holder is not None and not holder.is_terminal:
+                raise DuplicateJob(self._with_ack(holder).to_dict())
+            # The holder finished (or vanished) without letting go: a stale lock.
+            self.store.release_lock(holder or Job(id=holder_id, job_type=job.job_type, user_id=job.user_id,
+                                                  session_id=job.session_id))
+        raise Conflict("Could not start the job; try again.", code="lock_busy")
+
+    def retry(self, job_id: str, user_id: str) -> Job:
+        """Start the same operation with the same parameters as a failed or cancelled job."""
+        old = self.get(job_id, user_id)
+        if old.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise Conflict(f"Only a failed or cancelled job can be retried; this one is {old.status.value}.",
+                           code="not_retryable")
+        row = db.session.get(BackgroundJob, job_id)
+        params = (row.params if row is not None else None) or {}
+        return self.start(old.job_type, user_id=user_id, session_id=old.session_id, params=params,
+                          retry_of=old.id)
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, job_id: str, user_id: str) -> Job:
+        """The job's newest state; ``JobNotFound`` for another user's job, never revealing it exists."""
+        job = self.store.load(job_id)
+        row = db.session.get(BackgroundJob, job_id) if job is None or job.is_terminal else None
+        if job is None and row is not None:
+            job = row.to_job()
+        if job is None or job.user_id != str(user_id):
+            raise JobNotFound(job_id)
+        if row is not None:
+            job.extra["acknowledged"] = row.acknowledged_at is not None
+        return job
+
+    def list(self, user_id: str, *, limit: int = 20, status: str | None = None, job_type: str | None = None,
+             session_id: str | None = None) -> list[Job]:
+        """The user's jobs, newest first: database rows with the live state from Redis laid over them."""
+        query = select(BackgroundJob).where(BackgroundJob.user_id == str(user_id))
+        if job_type:
+            query = query.where(BackgroundJob.job_type == job_type)
+        if session_id:
+            query = query.where(BackgroundJob.session_id == session_id)
+        if status in ACTIVE_STATUSES:
+            # A live job's row says pending until it ends; Redis knows whether it runs.
+            query = query.where(BackgroundJob.status.in_(ACTIVE_STATUSES))
+        elif status:
+            query = query.where(BackgroundJob.status == status)
+        rows = db.session.scalars(query.order_by(BackgroundJob.created_at.desc()).limit(limit)).all()
+        live = self.store.load_many(row.id for row in rows)
+        jobs = []
+        for row in rows:
+            job = live.get(row.id) or row.to_job()
+            job.extra["acknowledged"] = row.acknowledged_at is not None
+            if status and job.status.value != status:
+                continue
+            jobs.append(job)
+        return jobs
+
+    def list_etag(self, user_id: str, query: str) -> str:
+        """A validator for the user's list that costs one Redis GET and no database query."""
+        version = self.store.user_version(user_id)
+        digest = hashlib.sha1(query.encode()).hexdigest()[:10]
+        return f'W/"{version}-{digest}"'
+
+    def recent(self, user_id: str, limit: int = 20) -> list[Job]:
+        """The user's recent jobs from Redis alone (the event stream's snapshot)."""
+        ids = self.store.recent_ids(user_id, limit)
+        live = self.store.load_many(ids)
+        return [live[job_id] for job_id in ids if job_id in live]
+
+    def _with_ack(self, job: Job) -> Job:
+        job.extra.setdefault("acknowledged", False)
+        return job
+
+    # -- acting --------------------------------------------------------------------------------
+    def cancel(self, job_id: str, user_id: str) -> Job:
+        """Ask the job to stop; its runner ends it as cancelled at its next check (within a second)."""
+        job = self.get(job_id, user_id)
+        if job.is_terminal:
+            raise Conflict(f"This job has already {_finished_word(job.status)}.", code="already_finished")
+        self.store.request_cancel(job_id)
+        job.cancel_requested = True
+        if job_id not in self.runner.running:
+            # No runner here: if none anywhere (its heartbeat lapsed), end it now.
+            orphan = self.store.finish_orphan(job_id, JobStatus.CANCELLED, error_code=None, error=None)
+            if orphan is not None:
+                self.record_terminal(orphan)
+                return orphan
+        return job
+
+    def acknowledge(self, job_id: str, user_id: str) -> bool:
+        """Mark that the user was told this job finished; True only for the first caller."""
+        self.get(job_id, user_id)
+        result = db.session.execute(
+            update(BackgroundJob)
+            .where(BackgroundJob.id == job_id, BackgroundJob.acknowledged_at.is_(None))
+            .values(acknowledged_at=datetime.now(UTC)))
+        db.session.commit()
+        first = result.rowcount == 1
+        if first:
+            self.store.bump_version(str(user_id))
+        return first
+
+    # -- the durable record --------------------------------------------------------------------
+    def record_terminal(self, job: Job) -> bool:
+        """Write a terminal state to PostgreSQL (upsert by id); on failure put it in the outbox."""
+        try:
+            with self.app.app_context():
+                row = db.session.get(BackgroundJob, job.id)
+                if row is None:
+                    row = BackgroundJob.from_job(job, None)
+                    db.session.add(row)
+                else:
+                    row.apply(job)
+                db.session.commit()
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            signals.backend_error.send(exc, backend="database")
+            log.warning("job %s: terminal state not written to the database (%s); queued in the outbox",
+                        job.id, exc, extra={"job_id": job.id, "job_type": job.job_type})
+            self._outbox_add(job.id)
+            return False
+        self._after_recorded(job)
+        return True
+
+    def _outbox_add(self, job_id: str) -> None:
+        try:
+            self.store.outbox_add(job_id)
+        except Exception:
+            log.exception("job %s: neither the database nor Redis took its terminal state", job_id)
+
+    def _after_recorded(self, job: Job) -> None:
+        try:
+            self.store.release_lock(job)
+            self.store.expire(job.id)
+            self.store.outbox_remove(job.id)
+        except Exception as exc:
+            log.warning("job %s: recorded, but Redis housekeeping failed (%s)", job.id, exc)
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def flush_outbox(self, limit: int = 100) -> int:
+        """Write terminal states waiting in the outbox; return how many were written."""
+        written = 0
+        for job_id in self.store.outbox_ids(limit):
+            job = self.store.load(job_id)
+            if job is None or not job.is_terminal:
+                self.store.outbox_remove(job_id)
+                continue
+            if not self.record_terminal(job):
+                break
+            log.info("outbox: job %s written to the database", job_id, extra={"job_id": job_id})
+            written += 1
+        return written
+
+    def reap(self) -> list[Job]:
+        """Mark jobs whose heartbeat lapsed as failed/interrupted; return them."""
+        reaped = []
+        for job_id in self.store.overdue_ids():
+            if job_id in self.runner.running:
+                continue
+            fallback = None
+            if self.store.load(job_id) is None:
+                row = db.session.get(BackgroundJob, job_id)
+                fallback = row.to_job() if row is not None else None
+            job = self.store.finish_orphan(job_id, JobStatus.FAILED, error_code="interrupted",
+                                           error=INTERRUPTED_MESSAGE, fallback=fallback)
+            if job is None:
+                continue
+            log.warning("reaper: job %s interrupted (no heartbeat)", job_id,
+                        extra={"job_id": job_id, "job_type": job.job_type, "user_id": job.user_id})
+            signals.job_reaped.send(job)
+            self.record_terminal(job)
+            reaped.append(job)
+        return reaped
+
+    def adopt_orphans(self) -> int:
+        """Put database rows still active but unknown to Redis under the reaper's watch.
+
+        Such rows appear after a crash before the runner's first write, or when Redis lost its
+        data. Each gets a heartbeat deadline; a live runner refreshes it (and re-writes its state),
+        a dead one lets it lapse and the reaper interrupts the job. Returns how many were adopted.
+        """
+        grace = timedelta(seconds=float(self.app.config["EPM_HEARTBEAT_TIMEOUT"]))
+        rows = db.session.scalars(
+            select(BackgroundJob).where(BackgroundJob.status.in_(ACTIVE_STATUSES),
+                                        BackgroundJob.created_at < datetime.now(UTC) - grace)).all()
+        if not rows:
+            return 0
+        known = self.store.active_ids()
+        live = self.store.load_many(row.id for row in rows if row.id not in known)
+        adopted = 0
+        for row in rows:
+            if row.id in known or row.id in self.runner.running:
+                continue
+            job = live.get(row.id)
+            if job is not None and job.is_terminal:
+                self._outbox_add(row.id)
+                continue
+            self.store.watch(row.id)
+            adopted += 1
+        return adopted
+
+    def active_for_session(self, user_id: str, session_id: str) -> list[Job]:
+        return [job for job in self.list(user_id, limit=50, session_id=session_id) if not job.is_terminal]
+
+
+def _finished_word(status: JobStatus) -> str:
+    return {"completed": "completed", "failed": "failed", "cancelled": "been cancelled"}[status.value]

@@ -1,0 +1,18 @@
+"""Signals the job system sends, for metrics and logs to listen to without the jobs knowing them."""
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: sent with the Job when its runner starts it
+job_started = _signals.signal("job-started")
+#: sent with the Job after each state written to Redis (``status_change`` says if the status moved)
+job_saved = _signals.signal("job-saved")
+#: sent with the Job once it reached a terminal state
+job_finished = _signals.signal("job-finished")
+#: sent with the Job when the reaper marked it interrupted
+job_reaped = _signals.signal("job-reaped")
+#: sent with the hub when an event stream opens or closes (``delta`` is +1 or -1)
+stream_changed = _signals.signal("stream-changed")
+#: sent with an exception when Redis or the database failed (``backend`` is "redis" or "database")
+backend_error = _signals.signal("backend-error")

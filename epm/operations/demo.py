@@ -1,0 +1,68 @@
+"""``demo_countdown``: a job that does nothing but count, to see the job system work.
+
+It is what a newcomer starts to watch a job run (``POST /api/background-jobs``) and what the job
+system's tests and benchmarks drive. Parameters (all optional):
+
+- ``steps`` (1-10000, default 10): how many steps to report;
+- ``step_seconds`` (0-30): pacing of each step, instead of ``EPM_STAGE_SECONDS``;
+- ``fail_at`` (a step number): fail there with a message for the user;
+- ``crash_at`` (a step number): raise an unexpected error there (the user sees a safe message);
+- ``cpu_ms`` (0-10000): burn this much CPU per step off the event loop, like a heavy computation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import ValidationFailed
+from ..jobs.registry import operation
+from ..jobs.runner import JobContext, OperationError
+
+
+def _number(params: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = params.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValidationFailed(f"{name} must be a number from {low:g} to {high:g}.", {name: "out of range"})
+    return value
+
+
+def validate(params: dict[str, Any]) -> dict[str, Any]:
+    """Check the demo's parameters before a job is created."""
+    clean = {"steps": int(_number(params, "steps", 10, 1, 10_000))}
+    if "step_seconds" in params:
+        clean["step_seconds"] = _number(params, "step_seconds", 0, 0, 30)
+    for name in ("fail_at", "crash_at"):
+        if params.get(name) is not None:
+            clean[name] = int(_number(params, name, 0, 1, 10_000))
+    if params.get("cpu_ms"):
+        clean["cpu_ms"] = _number(params, "cpu_ms", 0, 0, 10_000)
+    return clean
+
+
+def burn_cpu(milliseconds: float) -> int:
+    """Spin the CPU for ``milliseconds`` of wall time; returns the iterations done."""
+    end = time.perf_counter() + milliseconds / 1000
+    count = 0
+    while time.perf_counter() < end:
+        count += 1
+    return count
+
+
+@operation("demo_countdown", title="Demo countdown", ready="Countdown finished", view_label="View job",
+           requires_session=False, validate=validate)
+def countdown(ctx: JobContext) -> dict[str, Any]:
+    """Counts through a number of steps, reporting progress at each."""
+    params = ctx.params
+    steps = params["steps"]
+    for step in range(1, steps + 1):
+        if params.get("fail_at") == step:
+            raise OperationError(f"The countdown was told to fail at step {step}.", code="demo_failure")
+        if params.get("crash_at") == step:
+            raise RuntimeError(f"demo crash at step {step}")
+        ctx.stage(100 * (step - 1) / steps, f"Step {step} of {steps}", params.get("step_seconds"))
+        if params.get("cpu_ms"):
+            ctx.run_blocking(burn_cpu, params["cpu_ms"])
+    return {"summary": f"Counted {steps} steps", "url": f"/jobs/{ctx.job_id}", "steps": steps}

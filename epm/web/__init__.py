@@ -1,0 +1,14 @@
+"""The pages of the app, one blueprint per area."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from . import auth, health, home
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(home.bp)
+    app.register_blueprint(health.bp)
+    app.cli.add_command(auth.users_cli)

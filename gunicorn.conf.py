@@ -1,0 +1,21 @@
+"""gunicorn settings for epm: the one config that `make run`, the tests' live servers and the image use.
+
+Every value can be overridden from the environment (``WEB_CONCURRENCY``, ``PORT``/``BIND``, ...).
+"""
+
+import os
+
+worker_class = "gevent"
+# One worker on the embedded default: fakeredis lives inside a process, so workers could not share it.
+workers = int(os.environ.get("WEB_CONCURRENCY") or (2 if os.environ.get("REDIS_URL") else 1))
+worker_connections = int(os.environ.get("EPM_WORKER_CONNECTIONS", "10000"))
+bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+# Seconds a stopping worker gives running jobs to finish before marking them interrupted.
+graceful_timeout = int(os.environ.get("EPM_GRACEFUL_TIMEOUT", "30"))
+timeout = int(os.environ.get("EPM_WORKER_TIMEOUT", "60"))
+keepalive = 75
+max_requests = int(os.environ.get("EPM_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
+accesslog = os.environ.get("EPM_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()

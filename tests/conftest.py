@@ -1,0 +1,153 @@
+"""Fixtures: the app on each backend, a signed-in client, real servers.
+
+Tests that take ``app`` run twice over: on the embedded default (fakeredis + SQLite) and, when
+``REDIS_URL`` and ``DATABASE_URL`` are set, on real Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from epm import create_app
+from epm.extensions import db
+from epm.models import User
+from tests.support import PostgresDatabase, real_backends, upgrade_database
+
+BACKENDS = ["embedded", "real"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this run (skipped without DATABASE_URL)."""
+    backends = real_backends()
+    if backends is None:
+        pytest.skip("real backends not configured: set REDIS_URL and DATABASE_URL (.ci/run does)")
+    database = PostgresDatabase(backends[1])
+    upgrade_database(database.url)
+    yield database.url
+    database.drop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    backends = real_backends()
+    if backends is None:
+        pytest.skip("real backends not configured: set REDIS_URL and DATABASE_URL (.ci/run does)")
+    return backends[0]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> str:
+    """A migrated SQLite file, copied for each test instead of migrating each time."""
+    path = tmp_path_factory.mktemp("db") / "template.sqlite"
+    upgrade_database(f"sqlite:///{path}")
+    return str(path)
+
+
+def _test_config(**overrides) -> dict:
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": "test",
+        "WTF_CSRF_ENABLED": False,
+        "EPM_MAINTENANCE": False,
+        "EPM_STAGE_SECONDS": 0,
+        "EPM_KEY_PREFIX": f"epmtest:{uuid.uuid4().hex[:8]}:",
+        "LOG_LEVEL": "WARNING",
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def app(request, backend, tmp_path, sqlite_template):
+    """The app on the embedded default, then on real Redis and PostgreSQL."""
+    import shutil
+
+    config = _test_config()
+    if backend == "real":
+        config["REDIS_URL"] = request.getfixturevalue("redis_url")
+        from epm.config import database_uri
+
+        config["SQLALCHEMY_DATABASE_URI"] = database_uri(request.getfixturevalue("postgres_url"))
+    else:
+        config["REDIS_URL"] = None
+        path = tmp_path / "epm.sqlite"
+        shutil.copy(sqlite_template, path)
+        config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
+    app = create_app(config)
+    yield app
+    service = app.extensions["epm.jobs"]
+    service.runner.shutdown(grace=5)
+    with app.app_context():
+        db.session.remove()
+        if backend == "real":
+            for table in reversed(db.metadata.sorted_tables):
+                db.session.execute(table.delete())
+            db.session.commit()
+            db.engine.dispose()
+    client = app.extensions["redis"]
+    if backend == "real":
+        keys = list(client.scan_iter(match=config["EPM_KEY_PREFIX"] + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def make_user(app, username: str | None = None, password: str = "password123") -> User:
+    with app.app_context():
+        user = User(username=username or f"user{uuid.uuid4().hex[:8]}")
+        user.set_password(password)
+        db.session.add(user)
+        db.session.commit()
+        db.session.refresh(user)
+        db.session.expunge(user)
+        return user
+
+
+@pytest.fixture
+def user(app) -> User:
+    return make_user(app, "alice")
+
+
+@pytest.fixture
+def auth_client(app, user):
+    """A test client signed in as ``user``."""
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = str(user.id)
+        session["_fresh"] = True
+    return client
+
+
+@pytest.fixture
+def plain_redis(app) -> redis.Redis:
+    """A plain Redis client on the app's server: for reading keys the way an operator does."""
+    if app.config["REDIS_URL"]:
+        client = redis.Redis.from_url(app.config["REDIS_URL"], decode_responses=True)
+        yield client
+        client.close()
+    else:
+        yield app.extensions["redis"]
+
+
+def pytest_report_header(config) -> list[str]:
+    backends = real_backends()
+    lines = [f"epm backends: embedded{' + real (' + backends[0] + ', PostgreSQL)' if backends else ' only'}"]
+    if os.environ.get("EPM_BROWSER_TESTS") == "0":
+        lines.append("epm browser tests: off (EPM_BROWSER_TESTS=0)")
+    return lines

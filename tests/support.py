@@ -1,0 +1,177 @@
+"""Test support that is not a fixture: waiting for a condition, real servers, SSE reading."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def real_backends() -> tuple[str, str] | None:
+    redis_url, database_url = os.environ.get("REDIS_URL"), os.environ.get("DATABASE_URL")
+    return (redis_url, database_url) if redis_url and database_url else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PostgresDatabase:
+    """A throw-away PostgreSQL database for one test run, so parallel runs never meet."""
+
+    def __init__(self, base_url: str):
+        import psycopg
+
+        self.name = f"epm_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        parts = urlsplit(base_url)
+        self._admin_url = urlunsplit(parts._replace(path="/postgres", scheme="postgresql"))
+        with psycopg.connect(self._admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self._admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def upgrade_database(url: str) -> None:
+    """Apply the migrations to ``url`` the way a release does (``flask db upgrade``)."""
+    env = {**os.environ, "DATABASE_URL": url, "EPM_MAINTENANCE": "0", "LOG_LEVEL": "WARNING"}
+    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+
+
+class LiveServer:
+    """A real gunicorn server with gevent workers, started from gunicorn.conf.py."""
+
+    def __init__(self, env: dict[str, str], workers: int = 1, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
+                    "EPM_GRACEFUL_TIMEOUT": "5", **env}
+        self.log_path = Path(os.environ.get("EPM_TEST_LOGS", "/tmp")) / f"gunicorn-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> LiveServer:
+        gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=self.env,
+                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited: {self.log()}")
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout, 0.1, "gunicorn to answer /healthz")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._log.close()
+
+
+class Browserish:
+    """An HTTP client that signs up and keeps its cookies and CSRF token, like a browser session."""
+
+    def __init__(self, base_url: str, username: str | None = None, password: str = "password123"):
+        self.http = httpx.Client(base_url=base_url, timeout=10, follow_redirects=True)
+        self.username = username or f"user{uuid.uuid4().hex[:8]}"
+        self.password = password
+        self.csrf = ""
+
+    def signup(self) -> Browserish:
+        self._refresh_csrf("/signup")
+        response = self.http.post("/signup", data={"username": self.username, "password": self.password,
+                                                    "csrf_token": self.csrf})
+        assert response.status_code == 200, response.text[:500]
+        self._refresh_csrf("/login")
+        return self
+
+    def _refresh_csrf(self, path: str) -> None:
+        page = self.http.get(path).text
+        match = re.search(r'name="csrf-token" content="([^"]+)"', page)
+        assert match, "no csrf-token meta tag"
+        self.csrf = match.group(1)
+
+    def post(self, path: str, json: Any = None) -> httpx.Response:
+        return self.http.post(path, json=json, headers={"X-CSRFToken": self.csrf})
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.get(path, **kwargs)
+
+    def start_demo(self, **params: Any) -> dict[str, Any]:
+        response = self.post("/api/background-jobs", json={"job_type": "demo_countdown", "params": params})
+        assert response.status_code == 202, response.text
+        return response.json()["job"]
+
+    def events(self, path: str, headers: dict[str, str] | None = None, timeout: float = 30.0) -> Iterator[dict]:
+        """Yield each SSE event of ``path`` as ``{"id", "event", "data"}``; comments as ``{"comment"}``."""
+        import json as json_module
+
+        with self.http.stream("GET", path, headers=headers or {}, timeout=timeout) as response:
+            assert response.status_code == 200, response.read()
+            event: dict[str, Any] = {}
+            for line in response.iter_lines():
+                if line == "":
+                    if event:
+                        if "data" in event:
+                            event["data"] = json_module.loads(event["data"])
+                        yield event
+                    event = {}
+                elif line.startswith(":"):
+                    yield {"comment": line[1:].strip()}
+                else:
+                    name, _, value = line.partition(":")
+                    event[name] = value[1:] if value.startswith(" ") else value
+
+    def close(self) -> None:
+        self.http.close()
