@@ -101,10 +101,10 @@ class Job:
             elif name in _JSON_FIELDS:
                 write[name] = json.dumps(value, separators=(",", ":"), default=str)
             elif name in _BOOL_FIELDS:
+                # Set by others (a cancel request), never cleared by a live job's writes; the
+                # store drops it at the terminal state.
                 if value:
                     write[name] = "1"
-                else:
-                    delete.append(name)
             else:
                 write[name] = str(value)
         return write, delete

@@ -72,6 +72,7 @@ class JobStore:
         if delete:
             pipe.hdel(key, *delete)
         if job.is_terminal:
+            pipe.hdel(key, "cancel_requested")
             pipe.zrem(self.active_key, job.id)
         else:
             pipe.zadd(self.active_key, {job.id: self.deadline()})
@@ -206,8 +207,7 @@ class JobStore:
         write, delete = job.to_hash()
         key = self.job_key(job.id)
         pipe.hset(key, mapping=write)
-        if delete:
-            pipe.hdel(key, *delete)
+        pipe.hdel(key, "cancel_requested", *delete)
         pipe.zrem(self.active_key, job.id)
         pipe.incr(self.user_version_key(job.user_id))
         payload = job.to_json()

@@ -12,3 +12,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(home.bp)
     app.register_blueprint(health.bp)
     app.cli.add_command(auth.users_cli)
+    # Templates link only to pages that exist in this build of the app.
+    app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

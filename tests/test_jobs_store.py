@@ -1,0 +1,167 @@
+"""JobStore and Runner against fakeredis and real Redis: the key contract, one round trip, coalescing."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from epm.jobs import current_jobs
+from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
+from epm.jobs.registry import operation
+from epm.jobs.runner import JobContext
+from tests.support import wait_for
+
+
+def _job(**kw) -> Job:
+    base = dict(id="j1", job_type="demo_countdown", user_id="7", title="Demo", status=JobStatus.RUNNING,
+                progress=40, message="Halfway", session_id="3", seq=next_seq(0), created_at=iso(utcnow()))
+    base.update(kw)
+    return Job(**base)
+
+
+def test_save_writes_the_hash_an_operator_reads_with_hgetall(app, plain_redis):
+    store = current_jobs_store(app)
+    store.save(_job())
+    prefix = app.config["EPM_KEY_PREFIX"]
+    data = plain_redis.hgetall(f"{prefix}job:j1")
+    assert data["status"] == "running"
+    assert data["progress"] == "40"
+    assert data["message"] == "Halfway"
+    assert data["user_id"] == "7" and data["session_id"] == "3"
+    assert "error" not in data
+    assert plain_redis.zscore(f"{prefix}jobs:active", "j1") is not None
+    assert plain_redis.zscore(f"{prefix}user:7:jobs", "j1") is not None
+    assert plain_redis.get(f"{prefix}user:7:version") == "1"
+    assert plain_redis.ttl(f"{prefix}job:j1") == -1  # no TTL while active
+
+
+def test_save_is_one_round_trip(app):
+    store = current_jobs_store(app)
+    calls = []
+    real_pipeline = store.redis.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+
+        def execute(*a, **k):
+            calls.append(len(pipe.command_stack))
+            return real_execute(*a, **k)
+
+        pipe.execute = execute
+        return pipe
+
+    store.redis.pipeline = counting_pipeline
+    try:
+        store.save(_job())
+    finally:
+        store.redis.pipeline = real_pipeline
+    assert len(calls) == 1, "a progress update must be a single pipelined round trip"
+
+
+def test_save_publishes_the_job_on_its_channel_and_the_users(app, plain_redis):
+    store = current_jobs_store(app)
+    pubsub = plain_redis.pubsub()
+    prefix = app.config["EPM_KEY_PREFIX"]
+    pubsub.subscribe(f"{prefix}job:j1", f"{prefix}user:7")
+    wait_for(lambda: pubsub.get_message(timeout=0.2) and False or len(pubsub.channels) == 2)
+    job = _job()
+    store.save(job)
+    received = []
+    wait_for(lambda: (m := pubsub.get_message(timeout=0.2)) and m["type"] == "message" and received.append(m)
+             or len(received) == 2, message="two published events")
+    assert {m["channel"] for m in received} == {f"{prefix}job:j1", f"{prefix}user:7"}
+    event = json.loads(received[0]["data"])
+    assert event["seq"] == job.seq and event["progress"] == 40 and event["status"] == "running"
+    pubsub.close()
+
+
+def test_terminal_hash_expires_only_after_the_database_has_it(app, plain_redis):
+    prefix = app.config["EPM_KEY_PREFIX"]
+    with app.app_context():
+        service = current_jobs()
+        job = service.start("demo_countdown", user_id="7", params={"steps": 2})
+        wait_for(lambda: service.store.load(job.id).is_terminal, message="job to finish")
+        wait_for(lambda: plain_redis.ttl(f"{prefix}job:{job.id}") > 0, message="retention TTL")
+        ttl = plain_redis.ttl(f"{prefix}job:{job.id}")
+        assert 0 < ttl <= app.config["EPM_RETENTION_SECONDS"]
+        assert plain_redis.zscore(f"{prefix}jobs:active", job.id) is None
+        assert plain_redis.exists(f"{prefix}lock:7:-:demo_countdown") == 0
+
+
+def test_user_index_keeps_only_the_newest_jobs(app):
+    store = current_jobs_store(app)
+    store.keep_per_user = 3
+    for n in range(5):
+        store.save(_job(id=f"j{n}", created_at=f"2026-01-0{n + 1}T00:00:00.000Z"))
+    assert store.recent_ids("7") == ["j4", "j3", "j2"]
+
+
+def test_lock_admits_one_job_per_user_session_and_type(app):
+    store = current_jobs_store(app)
+    first, second = _job(id="a"), _job(id="b")
+    assert store.acquire_lock(first) is None
+    assert store.acquire_lock(second) == "a"
+    store.release_lock(second)  # not the holder: nothing happens
+    assert store.acquire_lock(second) == "a"
+    store.release_lock(first)
+    assert store.acquire_lock(second) is None
+
+
+def test_reaper_never_interrupts_a_job_whose_heartbeat_is_fresh(app):
+    store = current_jobs_store(app)
+    store.save(_job())
+    assert store.finish_orphan("j1", JobStatus.FAILED, error_code="interrupted", error="x") is None
+    store.redis.zadd(store.active_key, {"j1": 1.0})  # deadline long past
+    reaped = store.finish_orphan("j1", JobStatus.FAILED, error_code="interrupted", error="gone")
+    assert reaped is not None and reaped.status is JobStatus.FAILED and reaped.error_code == "interrupted"
+    assert store.load("j1").status is JobStatus.FAILED
+    assert store.finish_orphan("j1", JobStatus.FAILED, error_code="interrupted", error="x") is None
+
+
+def test_seq_only_grows_whoever_writes():
+    previous = next_seq(0)
+    assert next_seq(previous) > previous
+    assert next_seq(previous + 10**9) == previous + 10**9 + 1
+
+
+_chatty_started = threading.Event()
+
+
+@operation("test_chatty", title="Chatty", requires_session=False)
+def _chatty(ctx: JobContext) -> dict:
+    for n in range(10_000):
+        ctx.progress(n / 100, f"update {n}")
+    return {"summary": "done"}
+
+
+def test_a_chatty_job_is_coalesced_and_its_last_state_always_arrives(app, plain_redis):
+    prefix = app.config["EPM_KEY_PREFIX"]
+    pubsub = plain_redis.pubsub()
+    pubsub.psubscribe(f"{prefix}job:*")
+    wait_for(lambda: pubsub.get_message(timeout=0.2) is not None, message="psubscribe confirmation")
+    with app.app_context():
+        service = current_jobs()
+        job = service.start("test_chatty", user_id="7")
+        wait_for(lambda: (j := service.store.load(job.id)) and j.is_terminal, message="chatty job to finish")
+    events = []
+    while (message := pubsub.get_message(timeout=0.5)) is not None:
+        if message["type"] == "pmessage":
+            events.append(json.loads(message["data"]))
+    pubsub.close()
+    assert events[-1]["status"] == "completed" and events[-1]["progress"] == 100
+    assert len(events) < 200, f"10,000 progress calls became {len(events)} events"
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def current_jobs_store(app):
+    return app.extensions["epm.jobs"].store
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_jobs(app):
+    yield
+    app.extensions["epm.jobs"].runner.shutdown(grace=5)
