@@ -117,8 +117,8 @@ def init_app(app) -> None:
         code = (error.name or "error").lower().replace(" ", "_")
         message = {404: "There is nothing at this address.",
                    405: f"This address does not accept {request.method}."}.get(error.code, error.description)
-        response = answer(EpmError(message, code=code, status=error.code or 500))
-        if error.code == 405 and isinstance(response, tuple) is False:
+        response = app.make_response(answer(EpmError(message, code=code, status=error.code or 500)))
+        if error.code == 405:
             response.headers["Allow"] = ", ".join(error.valid_methods or [])
         return response
 

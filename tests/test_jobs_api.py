@@ -34,7 +34,12 @@ def test_started_job_runs_to_completion_and_is_recorded(app, auth_client):
     from epm.jobs.models import BackgroundJob
 
     with app.app_context():
-        row = wait_for(lambda: db.session.expire_all() or (r := db.session.get(BackgroundJob, job["id"])) and r.status == "completed" and r)
+        def completed_row():
+            db.session.expire_all()
+            row = db.session.get(BackgroundJob, job["id"])
+            return row if row is not None and row.status == "completed" else None
+
+        row = wait_for(completed_row, message="the terminal row")
         assert row.result_data["steps"] == 3 and row.completed_at is not None and row.params == {"steps": 3}
 
 

@@ -173,10 +173,8 @@ class _LiveJob:
         next_beat = 0.0
         while not self.finished:
             now = time.monotonic()
-            if self.dirty:
-                timeout = max(0.0, self.last_write + self.interval - now)
-            else:
-                timeout = max(0.0, next_beat - now)
+            due = self.last_write + self.interval if self.dirty else next_beat
+            timeout = max(0.0, due - now)
             self.wake.wait(min(timeout, self.heartbeat_every))
             self.wake.clear()
             if self.finished:
