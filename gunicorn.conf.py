@@ -18,4 +18,7 @@ max_requests = int(os.environ.get("EPM_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
 accesslog = os.environ.get("EPM_ACCESS_LOG") or None
 errorlog = "-"
+# gunicorn's control socket has one default path per user, which several instances on one host would
+# fight over; epm is managed through signals and `flask jobs`, so it is off.
+control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
