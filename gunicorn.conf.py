@@ -22,3 +22,36 @@ errorlog = "-"
 # fight over; epm is managed through signals and `flask jobs`, so it is off.
 control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+# -- the job system's part in a worker's life (epm/jobs/lifecycle.py) ---------------------------------
+def post_worker_init(worker):
+    """Stop gracefully on SIGTERM and at max_requests; run upkeep at once to reconcile what was left."""
+    from epm.jobs import lifecycle
+
+    lifecycle.attach(worker)
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT: a quick stop, so running jobs are recorded as interrupted now."""
+    from epm.jobs import lifecycle
+
+    if (life := lifecycle.lifecycle_of(worker)) is not None:
+        life.interrupt_now("quitting")
+
+
+def worker_abort(worker):
+    """SIGABRT after gunicorn's timeout: the worker dies next; record its jobs as interrupted first."""
+    from epm.jobs import lifecycle
+
+    if (life := lifecycle.lifecycle_of(worker)) is not None:
+        life.interrupt_now("aborted")
+
+
+def worker_exit(server, worker):
+    """The worker's loop has ended: wait for its jobs to finish or be recorded as interrupted."""
+    from epm.jobs import lifecycle
+
+    if (life := lifecycle.lifecycle_of(worker)) is not None:
+        life.begin_shutdown("exiting")
+        life.wait()

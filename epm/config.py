@@ -40,14 +40,19 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
-def database_uri(url: str) -> str:
+def database_uri(url: str, connect_timeout: int = 3) -> str:
     """Return the SQLAlchemy URI for ``DATABASE_URL``, choosing the psycopg 3 driver for PostgreSQL.
 
-    psycopg 3 cooperates with gevent by itself, where psycopg2 would need psycogreen.
+    psycopg 3 cooperates with gevent by itself, where psycopg2 would need psycogreen. Connecting
+    gives up after ``connect_timeout`` seconds (unless the URL says otherwise), so an unreachable
+    database turns into a quick 503 rather than a request hanging for the kernel's TCP timeout.
     """
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            url = "postgresql+psycopg://" + url[len(prefix):]
+            if "connect_timeout=" not in url:
+                url += ("&" if "?" in url else "?") + f"connect_timeout={connect_timeout}"
+            return url
     return url
 
 
@@ -62,7 +67,8 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # None means the embedded default: fakeredis inside this process.
         "REDIS_URL": redis_url,
         # None means the embedded default: SQLite in the instance folder (set in create_app).
-        "SQLALCHEMY_DATABASE_URI": database_uri(database_url) if database_url else None,
+        "SQLALCHEMY_DATABASE_URI": (database_uri(database_url, _int(env, "EPM_DB_CONNECT_TIMEOUT", 3))
+                                    if database_url else None),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "EPM_KEY_PREFIX": env.get("EPM_KEY_PREFIX", "epm:"),
         # How long a finished job's Redis hash lives once its terminal state is in PostgreSQL.

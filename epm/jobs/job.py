@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -132,9 +132,9 @@ class Job:
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        """The job as the API and the event stream send it."""
-        data = asdict(self)
-        data.pop("extra")
+        """The job as the API and the event stream send it (``result`` is the job's own dict, not a copy)."""
+        # Field by field: dataclasses.asdict deep-copies, and this runs at every write of a job.
+        data = {name: getattr(self, name) for name in _HASH_FIELDS}
         data["status"] = self.status.value
         data["terminal"] = self.is_terminal
         data.update(self.extra)

@@ -45,6 +45,9 @@ class ShuttingDown(Exception):
     """Raised inside an operation when the process stops before the job could finish."""
 
 
+INTERRUPTED_BY_SHUTDOWN = "The server restarted before this job finished. Retry it to run it again."
+
+
 def under_gevent() -> bool:
     try:
         from gevent import monkey
@@ -118,10 +121,18 @@ class _LiveJob:
         self.dirty = False
         self.last_write = 0.0
         self.redis_failing = False
+        # A reaper ended the job while this runner still ran it (its heartbeat had lapsed).
+        self.reaped = False
+        # When the heartbeat deadline was last pushed forward (taken before the write, so never late).
+        self.refreshed = time.monotonic()
+        # Past this since the last refresh a reaper may have ended the job: writes check first.
+        self.late_after = store.heartbeat_timeout / 2
 
     # -- called from the operation ---------------------------------------------------------------
     def report(self, percent: float, message: str | None) -> None:
         with self.lock:
+            if self.finalized or self.reaped:
+                return  # terminal states are final: a late report from the operation changes nothing
             pct = max(0, min(100, int(percent)))
             changed = pct != self.job.progress or (message is not None and message != self.job.message)
             if not changed:
@@ -138,7 +149,7 @@ class _LiveJob:
     def raise_if_stopped(self) -> None:
         if self.cancelled:
             raise JobCancelled()
-        if self.shutting_down:
+        if self.shutting_down or self.reaped:
             raise ShuttingDown()
 
     def wait_stopped(self, seconds: float) -> None:
@@ -146,14 +157,25 @@ class _LiveJob:
 
     # -- writing -----------------------------------------------------------------------------------
     def flush(self, *, status_change: bool = False) -> bool:
-        """Write the whole state to Redis now; False (and logged) when Redis is unreachable."""
+        """Write the whole state to Redis now; False when Redis is unreachable (logged) or a reaper ended the job.
+
+        A write that comes late (the heartbeat may have lapsed meanwhile) first checks that no reaper
+        ended the job, so a terminal state is never overwritten by a runner that was presumed dead.
+        """
         with self.lock:
+            if self.reaped:
+                return False
             self.job.seq = next_seq(self.job.seq)
             self.job.updated_at = iso(utcnow())
             self.dirty = False
-            self.last_write = time.monotonic()
+            started = self.last_write = time.monotonic()
             try:
-                self.store.save(self.job)
+                if started - self.refreshed > self.late_after or self.redis_failing:
+                    if not self.store.save_unless_finished(self.job):
+                        self.mark_reaped()
+                        return False
+                else:
+                    self.store.save(self.job)
             except redis.RedisError as exc:
                 # Keep working: the next save writes the whole state again, so nothing is lost.
                 if not self.redis_failing:
@@ -162,16 +184,26 @@ class _LiveJob:
                 self.redis_failing = True
                 self.dirty = True
                 return False
+            self.refreshed = started
             if self.redis_failing:
                 log.info("job %s: Redis is back; full state re-written", self.job.id, extra=_log_extra(self.job))
                 self.redis_failing = False
             signals.job_saved.send(self.job, status_change=status_change)
             return True
 
+    def mark_reaped(self) -> None:
+        """A reaper ended the job (its heartbeat lapsed): stop the operation, write nothing more."""
+        if not self.reaped:
+            self.reaped = True
+            log.warning("job %s: ended as interrupted by the reaper while still running here (its heartbeat "
+                        "lapsed for %.1fs); stopping it", self.job.id, time.monotonic() - self.refreshed,
+                        extra=_log_extra(self.job))
+        self.stopped.set()
+
     def pulse(self) -> None:
         """Until the job finishes: heartbeat, deliver coalesced progress, notice cancel requests."""
         next_beat = 0.0
-        while not self.finished:
+        while not self.finished and not self.reaped:
             now = time.monotonic()
             due = self.last_write + self.interval if self.dirty else next_beat
             timeout = max(0.0, due - now)
@@ -187,15 +219,27 @@ class _LiveJob:
                 self._beat()
 
     def _beat(self) -> None:
+        started = time.monotonic()
         try:
-            cancel, present = self.store.heartbeat(self.job.id)
-        except redis.RedisError:
+            cancel, status = self.store.heartbeat(self.job.id)
+        except redis.RedisError as exc:
+            if not self.redis_failing:
+                log.warning("job %s: heartbeat failed (%s); the job goes on", self.job.id, exc,
+                            extra=_log_extra(self.job))
             self.redis_failing = True
             self.dirty = True
             return
-        if not present or self.redis_failing:
-            # Redis lost the job (restart without persistence, FLUSHALL): write it all back.
+        if status is not None and status.is_terminal:
+            with self.lock:
+                if not self.finalized:
+                    self.mark_reaped()
+                    return
+        if status is None or self.redis_failing:
+            # Redis lost the job (restart without persistence, FLUSHALL) or was away: write it all back.
             self.flush()
+        else:
+            # The deadline moved before the status was read: had a reaper ended the job, we would know.
+            self.refreshed = started
         if cancel and not self.cancelled:
             self.cancelled = True
             self.stopped.set()
@@ -204,7 +248,7 @@ class _LiveJob:
 class Runner:
     """Starts jobs in the background of this process and carries each to a terminal state."""
 
-    def __init__(self, app: Flask, store: JobStore, on_terminal: Callable[[Job], None]):
+    def __init__(self, app: Flask, store: JobStore, on_terminal: Callable[[Job], bool]):
         self.app = app
         self.store = store
         self.on_terminal = on_terminal
@@ -223,8 +267,15 @@ class Runner:
         return self._accepting
 
     def submit(self, job: Job, operation: Operation, params: dict[str, Any]) -> None:
-        """Run ``operation`` for ``job`` (already saved as pending) in the background."""
+        """Run ``operation`` for ``job`` (already saved as pending) in the background.
+
+        Once shutdown began the job is not run: it ends at once as interrupted, so it can be retried.
+        """
         live = _LiveJob(job, self.store, self.interval, self.heartbeat_every)
+        if not self._accepting:
+            self._finish(live, JobStatus.FAILED, message="Interrupted", error_code="interrupted",
+                         error=INTERRUPTED_BY_SHUTDOWN, patient=False)
+            return
         self._live[job.id] = live
         thread = threading.Thread(target=self._run, args=(live, operation, params), daemon=True,
                                   name=f"job-{job.id}")
@@ -263,7 +314,7 @@ class Runner:
             self._finish(live, JobStatus.CANCELLED, message="Cancelled")
         except ShuttingDown:
             self._finish(live, JobStatus.FAILED, message="Interrupted", error_code="interrupted",
-                         error="The server restarted before this job finished. Retry it to run it again.")
+                         error=INTERRUPTED_BY_SHUTDOWN)
         except OperationError as exc:
             log.info("job %s failed: %s", job.id, exc.message, extra=_log_extra(job))
             self._finish(live, JobStatus.FAILED, message="Failed", error_code=exc.code, error=exc.message)
@@ -281,13 +332,20 @@ class Runner:
             db.session.remove()
 
     def _finish(self, live: _LiveJob, status: JobStatus, *, message: str, error_code: str | None = None,
-                error: str | None = None, result: dict[str, Any] | None = None) -> None:
+                error: str | None = None, result: dict[str, Any] | None = None, patient: bool = True) -> None:
+        """Record the terminal state: Redis first (what users watch), then the database.
+
+        ``patient``: if Redis cannot take it, keep trying until it can (in the job's own thread).
+        A stopping process cannot wait; the reaper then ends the job from its lapsed heartbeat.
+        """
         job = live.job
         with live.lock:
             if live.finalized:
                 return
             live.finalized = True
             live.finished = True
+            if live.reaped:
+                return  # the reaper wrote the terminal state (Redis and database); it is final
             job.status = status
             if status is JobStatus.COMPLETED:
                 job.progress = 100
@@ -298,49 +356,68 @@ class Runner:
             job.cancel_requested = False
             job.completed_at = iso(utcnow())
             saved = live.flush(status_change=True)
+        if live.reaped:
+            return
         log.info("job %s %s", job.id, status.value, extra=_log_extra(job))
-        self.on_terminal(job)
-        if not saved:
-            self._retry_terminal_write(live)
+        recorded = self.on_terminal(job)
+        if not saved and patient:
+            self._retry_terminal_write(live, recorded)
         signals.job_finished.send(job)
 
-    def _retry_terminal_write(self, live: _LiveJob) -> None:
-        """Keep writing the terminal state to Redis until it is back (the database already has it)."""
+    def _retry_terminal_write(self, live: _LiveJob, recorded: bool) -> None:
+        """Keep writing the terminal state to Redis until it is back.
+
+        Then the hash gets its retention TTL if the database has the state (``recorded``), or the
+        job goes to the outbox if neither the database nor Redis could take it before.
+        """
         delay = 0.5
         deadline = time.monotonic() + 3600
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not live.reaped:
             time.sleep(delay)
             if live.flush(status_change=True):
-                self.store.expire(live.job.id)
+                try:
+                    if recorded:
+                        self.store.expire(live.job.id)
+                    else:
+                        self.store.outbox_add(live.job.id)
+                except redis.RedisError as exc:
+                    log.warning("job %s: terminal state back in Redis, but %s failed (%s)", live.job.id,
+                                "its expiry" if recorded else "queueing it for the database", exc,
+                                extra=_log_extra(live.job))
                 return
             delay = min(delay * 2, 10.0)
-        log.error("job %s: gave up writing its terminal state to Redis after an hour", live.job.id,
-                  extra=_log_extra(live.job))
+        if not live.reaped:
+            log.error("job %s: gave up writing its terminal state to Redis after an hour", live.job.id,
+                      extra=_log_extra(live.job))
 
     # -- shutdown ------------------------------------------------------------------------------
     def shutdown(self, grace: float) -> list[str]:
         """Stop taking jobs, let running ones finish within ``grace`` seconds, interrupt the rest.
 
-        Returns the ids of the jobs that had to be interrupted.
+        The last part of the grace (a quarter, at most 2 s) is for the jobs told to stop to end
+        themselves at their next check; whatever still runs then is recorded as interrupted on the
+        spot. Returns the ids of the jobs that were told to stop.
         """
         self._accepting = False
-        deadline = time.monotonic() + grace
-        for thread in list(self._threads.values()):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        interrupted = list(self._live)
-        for live in list(self._live.values()):
+        deadline = time.monotonic() + max(0.0, grace)
+        self._join_all(deadline - min(2.0, grace / 4))
+        stopping = list(self._live.values())
+        if stopping:
+            log.warning("shutting down: interrupting %d running job(s)", len(stopping))
+        for live in stopping:
             live.shutting_down = True
             live.stopped.set()
-        for job_id in interrupted:
-            thread = self._threads.get(job_id)
-            if thread is not None:
-                thread.join(2.0)
+        self._join_all(deadline)
         # An operation that never checks for cancellation is still running: record it as interrupted
         # now, before the process goes; its own late ending is then ignored (terminal states are final).
         for live in list(self._live.values()):
             self._finish(live, JobStatus.FAILED, message="Interrupted", error_code="interrupted",
-                         error="The server restarted before this job finished. Retry it to run it again.")
-        return interrupted
+                         error=INTERRUPTED_BY_SHUTDOWN, patient=False)
+        return [live.job.id for live in stopping]
+
+    def _join_all(self, until: float) -> None:
+        for thread in list(self._threads.values()):
+            thread.join(max(0.0, until - time.monotonic()))
 
 
 def _log_extra(job: Job) -> dict[str, Any]:

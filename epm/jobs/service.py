@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from contextlib import suppress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+import redis
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import BackendDown, Conflict, JobNotFound
@@ -72,9 +75,28 @@ class JobService:
             log.error("job %s not started: the database is unavailable (%s)", job.id, exc)
             raise BackendDown("The database is unavailable, so the job was not started. "
                               "Try again in a minute.", code="database_unavailable") from exc
-        self.store.save(job)
+        try:
+            self.store.save(job)
+        except redis.RedisError:
+            self._forget(job)
+            raise
+        # The runner owns ``job`` from here and changes it as it runs: answer with the state as started.
+        started = replace(job, extra=dict(job.extra))
         self.runner.submit(job, operation, params or {})
-        return job
+        return started
+
+    def _forget(self, job: Job) -> None:
+        """Undo a start that could not reach Redis: no row, no lock, as if it never began."""
+        try:
+            db.session.execute(delete(BackgroundJob).where(BackgroundJob.id == job.id))
+            db.session.commit()
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            log.warning("job %s: could not remove the row of a start that failed (%s); the reaper will "
+                        "end it", job.id, exc)
+        # Redis is what failed; if the lock stays, the next start finds it stale (its holder has no state).
+        with suppress(redis.RedisError):
+            self.store.release_lock(job)
 
     def _take_lock(self, job: Job) -> None:
         from ..errors import DuplicateJob
@@ -106,7 +128,15 @@ class JobService:
     def get(self, job_id: str, user_id: str) -> Job:
         """The job's newest state; ``JobNotFound`` for another user's job, never revealing it exists."""
         job = self.store.load(job_id)
-        row = db.session.get(BackgroundJob, job_id) if job is None or job.is_terminal else None
+        row = None
+        if job is None or job.is_terminal:
+            try:
+                row = db.session.get(BackgroundJob, job_id)
+            except SQLAlchemyError:
+                if job is None:
+                    raise
+                # The database is down but Redis has the job: show it (the user sees how it ended).
+                db.session.rollback()
         if job is None and row is not None:
             job = row.to_job()
         if job is None or job.user_id != str(user_id):
@@ -186,15 +216,23 @@ class JobService:
 
     # -- the durable record --------------------------------------------------------------------
     def record_terminal(self, job: Job) -> bool:
-        """Write a terminal state to PostgreSQL (upsert by id); on failure put it in the outbox."""
+        """Write a terminal state to PostgreSQL, exactly once; on failure put it in the outbox.
+
+        The first terminal state recorded for a job is final: writing the same one again changes
+        nothing, so the outbox may be flushed twice. Should the row hold a different one (a runner cut
+        off from Redis finished a job that a reaper had meanwhile ended), the durable record wins and
+        is put back into Redis.
+        """
+        recorded = None
         try:
             with self.app.app_context():
-                row = db.session.get(BackgroundJob, job.id)
+                row = db.session.get(BackgroundJob, job.id, with_for_update=True)
                 if row is None:
-                    row = BackgroundJob.from_job(job, None)
-                    db.session.add(row)
-                else:
+                    db.session.add(BackgroundJob.from_job(job, None))
+                elif row.status in ACTIVE_STATUSES:
                     row.apply(job)
+                elif (row.status, row.error_code) != (job.status.value, job.error_code):
+                    recorded = row.to_job()
                 db.session.commit()
         except SQLAlchemyError as exc:
             db.session.rollback()
@@ -203,8 +241,19 @@ class JobService:
                         job.id, exc, extra={"job_id": job.id, "job_type": job.job_type})
             self._outbox_add(job.id)
             return False
+        if recorded is not None:
+            self._restore_recorded(job, recorded)
         self._after_recorded(job)
         return True
+
+    def _restore_recorded(self, job: Job, recorded: Job) -> None:
+        log.warning("job %s: already recorded as %s (%s); %s (%s) is not written", job.id, recorded.status.value,
+                    recorded.error_code, job.status.value, job.error_code, extra={"job_id": job.id})
+        recorded.seq = next_seq(max(job.seq, recorded.seq))
+        try:
+            self.store.save(recorded)
+        except redis.RedisError as exc:
+            log.warning("job %s: could not put the recorded state back into Redis (%s)", job.id, exc)
 
     def _outbox_add(self, job_id: str) -> None:
         try:
@@ -243,7 +292,14 @@ class JobService:
                 continue
             fallback = None
             if self.store.load(job_id) is None:
-                row = db.session.get(BackgroundJob, job_id)
+                # Redis lost the job's hash: the database says what it was.
+                try:
+                    row = db.session.get(BackgroundJob, job_id)
+                except SQLAlchemyError as exc:
+                    db.session.rollback()
+                    log.warning("reaper: job %s left for later: its hash is gone and the database is "
+                                "unavailable (%s)", job_id, exc)
+                    continue
                 fallback = row.to_job() if row is not None else None
             job = self.store.finish_orphan(job_id, JobStatus.FAILED, error_code="interrupted",
                                            error=INTERRUPTED_MESSAGE, fallback=fallback)
@@ -282,6 +338,31 @@ class JobService:
             self.store.watch(row.id)
             adopted += 1
         return adopted
+
+    def reconcile_lost_data(self, limit: int = 5000) -> int:
+        """After Redis lost its data, put recently finished jobs back from PostgreSQL; return how many.
+
+        Their hashes (with the retention TTL) and user indexes come back, so the event streams'
+        snapshots show them as finished again. Active rows are adopted instead (``adopt_orphans``).
+        Runs once per loss: a marker key in Redis says whether it is needed.
+        """
+        if not self.store.lost_data():
+            return 0
+        try:
+            since = datetime.now(UTC) - timedelta(seconds=int(self.app.config["EPM_RETENTION_SECONDS"]))
+            rows = db.session.scalars(
+                select(BackgroundJob).where(BackgroundJob.status.not_in(ACTIVE_STATUSES),
+                                            BackgroundJob.completed_at >= since)
+                .order_by(BackgroundJob.completed_at.desc()).limit(limit)).all()
+            restored = self.store.restore(row.to_job() for row in rows)
+        except (SQLAlchemyError, redis.RedisError):
+            db.session.rollback()
+            self.store.forget_marker()
+            raise
+        if restored:
+            log.warning("%d finished job(s) missing from Redis (restarted without its data, flushed, or new) "
+                        "restored from the database", restored)
+        return restored
 
     def active_for_session(self, user_id: str, session_id: str) -> list[Job]:
         return [job for job in self.list(user_id, limit=50, session_id=session_id) if not job.is_terminal]

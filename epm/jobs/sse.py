@@ -24,6 +24,8 @@ log = logging.getLogger("epm.sse")
 
 #: put on every stream's queue when the hub's connection came back: events may have been missed
 RESYNC = object()
+#: put on every stream's queue when the process stops: streams end, browsers reconnect elsewhere
+CLOSE = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +55,12 @@ def render(data: str, event_id: int | str, event: str = "job") -> bytes:
 class Subscription:
     """A stream's inbox on the hub."""
 
-    __slots__ = ("channels", "queue")
+    __slots__ = ("channels", "queue", "counted")
 
     def __init__(self, channels: tuple[str, ...]):
         self.channels = channels
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.counted = False
 
     def get(self, timeout: float) -> Message | object | None:
         try:
@@ -77,9 +80,13 @@ class EventHub:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.streams = 0
+        self.closed = False
 
     def subscribe(self, *channels: str, timeout: float = 5.0) -> Subscription:
-        """Follow ``channels``; returns once Redis confirmed them, so no later event is missed."""
+        """Follow ``channels``; returns once Redis confirmed them, so no later event is missed.
+
+        Raises ``redis.RedisError`` when Redis cannot be reached, before anything was sent.
+        """
         sub = Subscription(channels)
         waits = []
         with self._lock:
@@ -91,36 +98,53 @@ class EventHub:
                     self._ready[channel] = threading.Event()
                 waits.append(self._ready[channel])
                 members.add(sub)
-            if new:
-                self._pubsub.subscribe(*new)
+            try:
+                if new:
+                    self._pubsub.subscribe(*new)
+            except (redis.RedisError, OSError):
+                self._remove(sub)
+                raise
             self._ensure_listener()
         for ready in waits:
             if not ready.wait(timeout):
                 self.unsubscribe(sub)
                 raise redis.ConnectionError("Redis did not confirm the subscription in time")
+        sub.counted = True
         self.streams += 1
         signals.stream_changed.send(self, delta=1)
         return sub
 
+    def close(self) -> None:
+        """End every stream of this process now (it is stopping) and any opened from now on."""
+        self.closed = True
+        self._broadcast(CLOSE)
+
     def unsubscribe(self, sub: Subscription) -> None:
+        """Stop following; safe to call more than once."""
         with self._lock:
-            gone = []
-            for channel in sub.channels:
-                members = self._subs.get(channel)
-                if members is None:
-                    continue
-                members.discard(sub)
-                if not members:
-                    del self._subs[channel]
-                    self._ready.pop(channel, None)
-                    gone.append(channel)
-            if gone:
-                try:
-                    self._pubsub.unsubscribe(*gone)
-                except redis.RedisError as exc:
-                    log.warning("could not unsubscribe from %s: %s", gone, exc)
-        self.streams -= 1
-        signals.stream_changed.send(self, delta=-1)
+            self._remove(sub)
+        if sub.counted:
+            sub.counted = False
+            self.streams -= 1
+            signals.stream_changed.send(self, delta=-1)
+
+    def _remove(self, sub: Subscription) -> None:
+        """Take ``sub`` off its channels, unsubscribing from those nobody follows any more (lock held)."""
+        gone = []
+        for channel in sub.channels:
+            members = self._subs.get(channel)
+            if members is None or sub not in members:
+                continue
+            members.discard(sub)
+            if not members:
+                del self._subs[channel]
+                self._ready.pop(channel, None)
+                gone.append(channel)
+        if gone:
+            try:
+                self._pubsub.unsubscribe(*gone)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("could not unsubscribe from %s: %s", gone, exc)
 
     def _ensure_listener(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -130,6 +154,13 @@ class EventHub:
     def _listen(self) -> None:
         broken = False
         while True:
+            if broken:
+                time.sleep(1.0)
+                if not self._resubscribe():
+                    continue
+                broken = False
+                log.info("event hub: Redis is back; streams re-send their snapshots")
+                self._broadcast(RESYNC)
             try:
                 with self._lock:
                     idle = not self._subs
@@ -137,17 +168,11 @@ class EventHub:
                     time.sleep(0.5)
                     continue
                 item = self._pubsub.get_message(timeout=1.0)
-                if broken:
-                    broken = False
-                    log.info("event hub: Redis is back; streams re-send their snapshots")
-                    self._broadcast(RESYNC)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 if not broken:
                     log.warning("event hub: lost Redis (%s); reconnecting", exc)
                     signals.backend_error.send(exc, backend="redis")
                 broken = True
-                time.sleep(1.0)
-                self._resubscribe()
                 continue
             if item is None:
                 continue
@@ -166,16 +191,24 @@ class EventHub:
                 if ready is not None:
                     ready.set()
 
-    def _resubscribe(self) -> None:
+    def _resubscribe(self) -> bool:
+        """A fresh pub/sub connection following every channel again; False while Redis is still away.
+
+        Recovery is declared only once the channels are subscribed again: a connection that merely
+        reads nothing would leave every stream silent for good.
+        """
         with self._lock:
             channels = list(self._subs)
-        try:
-            self._pubsub.close()
-            self._pubsub = self.client.pubsub(ignore_subscribe_messages=False)
-            if channels:
-                self._pubsub.subscribe(*channels)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            return
+            pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+            try:
+                if channels:
+                    pubsub.subscribe(*channels)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                pubsub.close()
+                return False
+            old, self._pubsub = self._pubsub, pubsub
+        old.close()
+        return True
 
     def _broadcast(self, item: object) -> None:
         with self._lock:
@@ -184,20 +217,53 @@ class EventHub:
             sub.queue.put(item)
 
 
+class EventStream:
+    """An event stream's response body, already subscribed: iterate it to send, ``close`` it to let go.
+
+    The WSGI server calls ``close`` however the response ends, also when it was never iterated.
+    """
+
+    def __init__(self, hub: EventHub, sub: Subscription, events: Iterator[bytes]):
+        self._hub = hub
+        self._sub = sub
+        self._events = events
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events
+
+    def close(self) -> None:
+        self._events.close()
+        self._hub.unsubscribe(self._sub)
+
+
 def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[Job]], *,
-           heartbeat: float, last_event_id: int | None = None, single_job: bool = False) -> Iterator[bytes]:
-    """Yield the SSE byte stream: subscribe, send the snapshot, then newer events and heartbeats.
+           heartbeat: float, last_event_id: int | None = None, single_job: bool = False) -> EventStream:
+    """The SSE byte stream: subscribe, send the snapshot, then newer events and heartbeats.
 
     ``snapshot`` gives the current state of the jobs followed. Events not newer than what a stream
     already sent for a job are skipped, so the snapshot and the live events may overlap freely. The
-    one-job stream ends after the terminal event.
+    one-job stream ends after the terminal event; every stream ends when the process stops.
+    Subscribing and the first snapshot happen here, before the response starts, so an unreachable
+    Redis raises ``redis.RedisError`` (a 503) instead of breaking a stream already answered 200.
     """
     sub = hub.subscribe(*channels)
+    try:
+        jobs = snapshot()
+    except BaseException:
+        hub.unsubscribe(sub)
+        raise
+    return EventStream(hub, sub, _events(hub, sub, jobs, snapshot, heartbeat, last_event_id, single_job))
+
+
+def _events(hub: EventHub, sub: Subscription, jobs: list[Job], snapshot: Callable[[], list[Job]],
+            heartbeat: float, last_event_id: int | None, single_job: bool) -> Iterator[bytes]:
     sent: dict[str, int] = {}
     try:
         yield b"retry: 2000\n\n"
+        if hub.closed:
+            return
         finished = False
-        for job in snapshot():
+        for job in jobs:
             if single_job and last_event_id is not None and job.seq <= last_event_id:
                 sent[job.id] = job.seq
             else:
@@ -210,8 +276,16 @@ def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[J
             if item is None:
                 yield b": keep-alive\n\n"
                 continue
+            if item is CLOSE:
+                return
             if item is RESYNC:
-                for job in snapshot():
+                try:
+                    jobs = snapshot()
+                except Exception as exc:
+                    # A backend is flapping: end the stream; the browser reconnects and gets a fresh snapshot.
+                    log.info("event stream ended: no snapshot after Redis came back (%s)", exc)
+                    return
+                for job in jobs:
                     if job.seq > sent.get(job.id, 0):
                         yield _send(Message.from_job(job), sent)
                         if single_job and job.is_terminal:

@@ -65,9 +65,36 @@ class JobStore:
         The caller sets ``job.seq`` (see ``next_seq``) before each save; only a job's runner writes
         a live job, so the seq it holds is the newest.
         """
+        pipe = self.redis.pipeline(transaction=True)
+        self._queue_write(pipe, job, publish=publish)
+        pipe.execute()
+
+    def save_unless_finished(self, job: Job) -> bool:
+        """``save`` unless Redis already holds a terminal state for the job; False when it does.
+
+        For a runner whose heartbeat may have lapsed (it was stalled or cut off from Redis): a
+        reaper may have ended the job meanwhile, and terminal states are final, so the runner's
+        state must not overwrite that. Two round trips, guarded by WATCH like ``finish_orphan``.
+        """
+        key = self.job_key(job.id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    status = pipe.hget(key, "status")
+                    if status is not None and JobStatus(status).is_terminal:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    self._queue_write(pipe, job, publish=True)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue  # a cancel request or a reaper touched the hash: look again
+
+    def _queue_write(self, pipe, job: Job, *, publish: bool) -> None:
         write, delete = job.to_hash()
         key = self.job_key(job.id)
-        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=write)
         if delete:
             pipe.hdel(key, *delete)
@@ -84,20 +111,19 @@ class JobStore:
             payload = job.to_json()
             pipe.publish(self.job_channel(job.id), payload)
             pipe.publish(self.user_channel(job.user_id), payload)
-        pipe.execute()
 
-    def heartbeat(self, job_id: str) -> tuple[bool, bool]:
-        """Push the job's deadline forward. One round trip.
+    def heartbeat(self, job_id: str) -> tuple[bool, JobStatus | None]:
+        """Push the job's deadline forward (only while it is active). One round trip.
 
-        Returns ``(cancel requested, state present)``; the state is absent when Redis lost it
-        (a restart without persistence, FLUSHALL), and the runner then writes it all again.
+        Returns ``(cancel requested, status in Redis)``. The status is None when Redis lost the
+        job (a restart without persistence, FLUSHALL): the runner then writes it all again. A
+        terminal status the runner did not write means a reaper ended the job.
         """
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(self.active_key, {job_id: self.deadline()}, xx=True)
-        pipe.hget(self.job_key(job_id), "cancel_requested")
-        pipe.exists(self.job_key(job_id))
-        _, flag, present = pipe.execute()
-        return flag == "1", bool(present)
+        pipe.hmget(self.job_key(job_id), "cancel_requested", "status")
+        _, (flag, status) = pipe.execute()
+        return flag == "1", JobStatus(status) if status else None
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.hset(self.job_key(job_id), "cancel_requested", "1")
@@ -186,6 +212,13 @@ class JobStore:
                     pipe.execute()
                     return None
                 job = Job.from_hash(data) if data else fallback
+                if job.is_terminal and not data:
+                    # Redis lost a job that had finished: show it as finished again, and stop watching it.
+                    pipe.multi()
+                    self._queue_write(pipe, job, publish=True)
+                    pipe.expire(key, self.retention)
+                    pipe.execute()
+                    return None
                 if job.is_terminal or (require_overdue and deadline is not None and deadline > time.time()):
                     return None
                 now = _now_iso()
@@ -197,22 +230,11 @@ class JobStore:
                 job.completed_at = now
                 job.cancel_requested = False
                 pipe.multi()
-                self._queue_save(pipe, job)
+                self._queue_write(pipe, job, publish=True)
                 pipe.execute()
                 return job
             except redis.WatchError:
                 return None
-
-    def _queue_save(self, pipe, job: Job) -> None:
-        write, delete = job.to_hash()
-        key = self.job_key(job.id)
-        pipe.hset(key, mapping=write)
-        pipe.hdel(key, "cancel_requested", *delete)
-        pipe.zrem(self.active_key, job.id)
-        pipe.incr(self.user_version_key(job.user_id))
-        payload = job.to_json()
-        pipe.publish(self.job_channel(job.id), payload)
-        pipe.publish(self.user_channel(job.user_id), payload)
 
     # -- the outbox of terminal states not yet in the database ---------------------------------
     def outbox_add(self, job_id: str) -> None:
@@ -227,6 +249,42 @@ class JobStore:
     def outbox_depth(self) -> int:
         return self.redis.zcard(self.outbox_key)
 
+    # -- reconciliation after Redis lost its data ---------------------------------------------
+    @property
+    def marker_key(self) -> str:
+        return f"{self.prefix}reconciled"
+
+    def lost_data(self) -> bool:
+        """True once after Redis lost its data (or on first use): the marker key was missing.
+
+        Sets the marker at the same time, so one process of many sees True and reconciles.
+        """
+        return bool(self.redis.set(self.marker_key, _now_iso(), nx=True))
+
+    def forget_marker(self) -> None:
+        """Let the next ``lost_data`` say True again (reconciliation did not finish)."""
+        self.redis.delete(self.marker_key)
+
+    def restore(self, jobs: Iterable[Job]) -> int:
+        """Put finished jobs known to the database back into Redis where their hash is missing.
+
+        They get the retention TTL and a place in their user's index, so the event streams' snapshots
+        show them as finished again. A hash present in Redis is left alone. Returns how many were restored.
+        """
+        jobs = [job for job in jobs if job.is_terminal]
+        if not jobs:
+            return 0
+        check = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            check.exists(self.job_key(job.id))
+        missing = [job for job, present in zip(jobs, check.execute(), strict=True) if not present]
+        pipe = self.redis.pipeline(transaction=False)
+        for job in missing:
+            self._queue_write(pipe, job, publish=False)
+            pipe.expire(self.job_key(job.id), self.retention)
+        pipe.execute()
+        return len(missing)
+
     # -- maintenance ---------------------------------------------------------------------------
     def claim_maintenance(self, name: str, owner: str, ttl: float) -> bool:
         """Let one process of many do a periodic task: true for whoever holds the lock now."""
@@ -237,6 +295,20 @@ class JobStore:
             self.redis.pexpire(key, int(ttl * 1000))
             return True
         return False
+
+    def release_maintenance(self, name: str, owner: str) -> None:
+        """Give the lock up at once (a stopping process), so another takes over without waiting."""
+        key = self.maintenance_lock_key(name)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.get(key) != owner:
+                    return
+                pipe.multi()
+                pipe.delete(key)
+                pipe.execute()
+            except redis.WatchError:
+                return
 
 
 def _created_score(job: Job) -> float:

@@ -1,3 +1,3 @@
 """The long operations epm offers; importing this package registers them with the job system."""
 
-from . import demo  # noqa: F401
+from . import canvas, demo, program, research  # noqa: F401

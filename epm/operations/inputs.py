@@ -1,0 +1,80 @@
+"""What the operations read: the strategy session as a plain ``SessionBrief``, and its latest analyses.
+
+The generators take a ``SessionBrief`` rather than the model so they stay pure functions that tests
+can call without an app or a database.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from ..jobs.runner import OperationError
+from ..models import Analysis, StrategySession
+from .text import short_name
+
+if TYPE_CHECKING:
+    from ..jobs.runner import JobContext
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
+_LEAD = re.compile(r"^(?:we(?:'re| are| run| operate| sell| offer| make| provide| build)?|our (?:company|business) "
+                   r"(?:is|runs|sells|offers)|it is|this is)\s+", re.IGNORECASE)
+_OFFERING_END = re.compile(r"\s+(?:for|to|that|which|who|in|at|across|with|and want|serving|so)\b.*$", re.IGNORECASE)
+_ARTICLE = re.compile(r"^(?:an?|the|our)\s+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SessionBrief:
+    """A strategy session as the generators see it."""
+
+    id: int
+    name: str
+    business: str = ""
+    objectives: tuple[str, ...] = ()
+    budget: Decimal | None = None
+    deadline: date | None = None
+    team_size: int | None = None
+    source_urls: tuple[str, ...] = ()
+
+    @classmethod
+    def from_session(cls, session: StrategySession) -> SessionBrief:
+        return cls(id=session.id, name=session.name, business=(session.business or "").strip(),
+                   objectives=_texts(session.objectives),
+                   budget=Decimal(session.budget) if session.budget is not None else None,
+                   deadline=session.deadline, team_size=session.team_size,
+                   source_urls=_texts(session.source_urls))
+
+    @property
+    def offering(self) -> str:
+        """What the business offers, in its own words ("subscription meal-kit service"), else the session name.
+
+        Read from the first sentence of the description, without "We run a" and without what follows
+        "for", "in", "to" and the like.
+        """
+        first = _SENTENCE_END.split(self.business.strip(), maxsplit=1)[0].rstrip(".!? ")
+        offering = _ARTICLE.sub("", _OFFERING_END.sub("", _LEAD.sub("", first))).strip(" ,;:")
+        return short_name(offering, 60) if offering else self.name
+
+
+def _texts(values: list[str] | None) -> tuple[str, ...]:
+    """The non-blank entries of a JSON list, stripped."""
+    return tuple(value.strip() for value in values or () if isinstance(value, str) and value.strip())
+
+
+def load_session(ctx: JobContext) -> StrategySession:
+    """The job's strategy session, if it belongs to the job's user; ``OperationError`` otherwise."""
+    session = None
+    if ctx.session_id and ctx.session_id.isdigit():
+        session = StrategySession.query.filter_by(id=int(ctx.session_id), user_id=int(ctx.user_id)).first()
+    if session is None:
+        raise OperationError("The strategy session for this job no longer exists.", code="session_not_found")
+    return session
+
+
+def latest_analysis(session: StrategySession, kind: str) -> Analysis | None:
+    """The newest analysis of ``kind`` ('bmc' or 'research') of the session, by its owner."""
+    return (Analysis.query.filter_by(session_id=session.id, user_id=session.user_id, kind=kind)
+            .order_by(Analysis.created_at.desc(), Analysis.id.desc()).first())

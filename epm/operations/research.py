@@ -1,0 +1,146 @@
+"""``web_research``: reads the session's source URLs and reports what each page is about.
+
+For every source the report holds its title, meta description, headings (h1-h3), word count and
+key terms, or the reason it could not be read; a source that fails does not fail the job unless
+every source does. The fetching itself (address checks, limits) is in ``fetch.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+from urllib.parse import urlsplit
+
+from bs4 import BeautifulSoup
+
+from ..extensions import db
+from ..jobs.registry import operation
+from ..jobs.runner import JobContext, OperationError
+from ..models import Analysis
+from . import text
+from .fetch import FetchFailed, FetchPolicy, Page, PageFetcher
+from .inputs import SessionBrief, load_session
+
+MAX_SOURCES = 25
+MAX_HEADINGS = 40
+PAGE_TERMS = 10
+REPORT_TERMS = 15
+_SPACE = re.compile(r"\s+")
+
+
+def extract_page(body: bytes, content_type: str, charset: str | None = None) -> dict[str, Any]:
+    """Title, meta description, headings, word count and key terms of a page's body."""
+    if content_type == "text/plain":
+        content = body.decode(charset or "utf-8", errors="replace")
+        first_line = next((line.strip() for line in content.splitlines() if line.strip()), "")
+        return _summary(title=_clip(first_line, 200), description="", headings=[], content=content)
+    soup = BeautifulSoup(body, "html.parser", from_encoding=charset)
+    for hidden in soup(["script", "style", "noscript", "template", "svg"]):
+        hidden.decompose()
+    title = _clean(soup.title.get_text()) if soup.title else ""
+    headings = [{"level": int(tag.name[1]), "text": _clip(_clean(tag.get_text(" ")), 200)}
+                for tag in soup.find_all(["h1", "h2", "h3"])]
+    headings = [heading for heading in headings if heading["text"]][:MAX_HEADINGS]
+    if not title and headings:
+        title = headings[0]["text"]
+    body_tag = soup.body or soup
+    return _summary(title=_clip(title, 200), description=_clip(_description(soup), 500), headings=headings,
+                    content=body_tag.get_text(" "))
+
+
+def _description(soup: BeautifulSoup) -> str:
+    for tag in soup.find_all("meta"):
+        name = (tag.get("name") or tag.get("property") or "").strip().lower()
+        if name in ("description", "og:description") and tag.get("content"):
+            return _clean(tag["content"])
+    return ""
+
+
+def _summary(*, title: str, description: str, headings: list[dict[str, Any]], content: str) -> dict[str, Any]:
+    tokens = text.words(content)
+    return {"title": title, "description": description, "headings": headings, "word_count": len(tokens),
+            "key_terms": text.top_terms(text.term_counts(tokens), PAGE_TERMS)}
+
+
+def _clean(value: str) -> str:
+    return _SPACE.sub(" ", value).strip()
+
+
+def _clip(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[:limit - 1].rstrip() + "…"
+
+
+def read_source(page: Page) -> dict[str, Any]:
+    """A report entry for a fetched page."""
+    entry = {"url": page.url, "ok": True, "final_url": page.final_url, "status": page.status,
+             "content_type": page.content_type, "redirects": list(page.redirects)}
+    entry.update(extract_page(page.body, page.content_type, page.charset))
+    return entry
+
+
+def failed_source(url: str, failure: FetchFailed) -> dict[str, Any]:
+    """A report entry for a source that could not be read."""
+    return {"url": url, "ok": False, "error": failure.reason, "error_code": failure.code}
+
+
+def build_report(brief: SessionBrief, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The research report: every source's entry, and the key terms across the pages read."""
+    read = [source for source in sources if source["ok"]]
+    counts: Counter[str] = Counter()
+    pages: Counter[str] = Counter()
+    for source in read:
+        for term in source["key_terms"]:
+            counts[term["term"]] += term["count"]
+            pages[term["term"]] += 1
+    ranked = sorted(counts, key=lambda term: (-pages[term], -counts[term], term))[:REPORT_TERMS]
+    key_terms = [{"term": term, "count": counts[term], "pages": pages[term]} for term in ranked]
+    headline = ", ".join(term["term"] for term in key_terms[:5])
+    summary = f"Read {len(read)} of {len(sources)} sources"
+    summary += f"; key terms: {headline}." if headline else "."
+    return {"session": {"id": brief.id, "name": brief.name}, "sources": sources, "read": len(read),
+            "failed": len(sources) - len(read), "word_count": sum(source["word_count"] for source in read),
+            "key_terms": key_terms, "summary": summary}
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or url[:60]
+
+
+@operation("web_research", title="Web research", ready="Research report ready", view_label="View report")
+def research_sources(ctx: JobContext) -> dict[str, Any]:
+    """Reads the session's source web pages and reports their titles, headings and key terms."""
+    ctx.stage(0, "Reading the session")
+    session = load_session(ctx)
+    brief = SessionBrief.from_session(session)
+    urls = list(dict.fromkeys(brief.source_urls))
+    if not urls:
+        raise OperationError("This session has no source URLs to research.", code="no_sources")
+    skipped = urls[MAX_SOURCES:]
+    urls = urls[:MAX_SOURCES]
+    sources: list[dict[str, Any]] = []
+    with PageFetcher(FetchPolicy.from_config(ctx.config)) as fetcher:
+        for number, url in enumerate(urls, start=1):
+            ctx.progress(5 + 80 * (number - 1) // len(urls), f"Fetching {_host(url)} ({number} of {len(urls)})")
+            ctx.check_cancelled()
+            try:
+                page = fetcher.fetch(url)
+            except FetchFailed as failure:
+                sources.append(failed_source(url, failure))
+                continue
+            ctx.progress(5 + (80 * number - 40) // len(urls), f"Reading {_host(url)} ({number} of {len(urls)})")
+            sources.append(ctx.run_blocking(read_source, page))
+    sources += [failed_source(url, FetchFailed(f"Not fetched: research reads at most {MAX_SOURCES} sources "
+                                               "at a time.", "too_many_sources")) for url in skipped]
+    if not any(source["ok"] for source in sources):
+        reasons = "; ".join(f"{_host(source['url'])}: {source['error']}" for source in sources[:3])
+        raise OperationError(f"None of the {len(urls)} sources could be read ({reasons}).", code="no_source_read")
+    ctx.stage(88, "Finding the key terms across sources")
+    report = ctx.run_blocking(build_report, brief, sources)
+    ctx.stage(95, "Saving the research report")
+    analysis = Analysis(user_id=session.user_id, session_id=session.id, job_id=ctx.job_id, kind="research",
+                        data=report)
+    db.session.add(analysis)
+    db.session.commit()
+    return {"url": f"/sessions/{session.id}/research", "summary": report["summary"], "analysis_id": analysis.id,
+            "session_id": session.id}
