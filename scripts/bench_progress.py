@@ -1,0 +1,468 @@
+"""Benchmark: what one progress update costs, next to a bare Redis PING and to writing it to the database.
+
+Measured through the real code: ``JobStore.save`` and ``ctx.progress()`` run inside a job that the
+real ``JobService`` started, on the run's Redis and database (``REDIS_URL``/``DATABASE_URL``, or the
+embedded default). Beside them, in the same rounds: a ``PING`` on the same Redis client (the floor of
+one round trip) and the naive design, ``UPDATE background_jobs SET progress=..., progress_message=...``
+and ``COMMIT`` per update. Then the database writes of whole jobs (ours: the insert and the terminal
+state; naive: one more per update), and what coalescing does to a job that calls ``progress()``
+10,000 times in a tight loop.
+
+    .venv/bin/python scripts/bench_progress.py [--quick]
+
+Prints tables, then one JSON line of figures. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import benchlib
+from benchlib import Backends, median, print_table, statement_counter
+
+from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
+from epm.jobs.registry import operation
+
+SIZES = {
+    # rounds of (ping, save, progress, naive); calls per round; naive updates per round;
+    # whole jobs for the write count and their progress calls; calls of the tight loop
+    "quick": {"rounds": 3, "calls": 300, "naive_calls": 50, "jobs": 3, "steps": 50, "loop": 10_000},
+    "full": {"rounds": 7, "calls": 2_000, "naive_calls": 400, "jobs": 20, "steps": 100, "loop": 10_000},
+}
+
+
+# -- the jobs the benchmark runs (through the real JobService and Runner) ----------------------------
+@operation("bench_progress_costs", title="Progress cost probe", requires_session=False)
+def cost_probe(ctx) -> dict[str, Any]:
+    """Times PING, JobStore.save, ctx.progress() and the naive UPDATE+COMMIT, call by call in turn.
+
+    Alternating call by call keeps all four in the same conditions (a round trip takes 25-80 µs
+    here depending on whether the CPUs are awake), and the medians leave out preemptions.
+    """
+    from flask import current_app
+    from sqlalchemy import insert, update
+
+    from epm.extensions import db
+    from epm.jobs import current_jobs
+    from epm.jobs.models import BackgroundJob
+
+    params = ctx.params
+    client = current_app.extensions["redis"]
+    store = current_jobs().store
+    now = iso(utcnow())
+    shadow = Job(id=uuid.uuid4().hex, job_type="bench_progress_costs", user_id=ctx.user_id, title="Shadow",
+                 status=JobStatus.RUNNING, created_at=now, started_at=now)
+    naive = Job(id=uuid.uuid4().hex, job_type="bench_progress_costs", user_id=ctx.user_id, title="Naive",
+                status=JobStatus.RUNNING, created_at=now, started_at=now)
+
+    def save(index: int) -> None:
+        shadow.progress = index % 100
+        shadow.message = f"Saved {index}"
+        shadow.seq = next_seq(shadow.seq)
+        shadow.updated_at = iso(utcnow())
+        store.save(shadow)
+
+    wire = RawTransaction(client, lambda: save(0))
+    clock, cpu = time.perf_counter, time.thread_time
+    rounds = []
+    statements = 0
+    with db.engine.connect() as conn:
+        conn.execute(insert(BackgroundJob).values(**_row(naive)))
+        conn.commit()
+        naive_update = update(BackgroundJob).where(BackgroundJob.id == naive.id)
+        for number in range(params["rounds"]):
+            names = ("ping", "save", "progress", "wire", "build", "naive", "ping_cpu", "save_cpu", "progress_cpu")
+            times: dict[str, list[float]] = {name: [] for name in names}
+            with statement_counter(db.engine) as seen:
+                for index in range(params["calls"]):
+                    start, start_cpu = clock(), cpu()
+                    client.ping()
+                    pinged, pinged_cpu = clock(), cpu()
+                    save(index)
+                    saved, saved_cpu = clock(), cpu()
+                    ctx.progress(index % 100, f"Update {number}.{index}")
+                    reported, reported_cpu = clock(), cpu()
+                    wire.send()
+                    sent = clock()
+                    wire.build(shadow)
+                    built = clock()
+                    times["ping"].append(pinged - start)
+                    times["save"].append(saved - pinged)
+                    times["progress"].append(reported - saved)
+                    times["wire"].append(sent - reported)
+                    times["build"].append(built - sent)
+                    times["ping_cpu"].append(pinged_cpu - start_cpu)
+                    times["save_cpu"].append(saved_cpu - pinged_cpu)
+                    times["progress_cpu"].append(reported_cpu - saved_cpu)
+            statements += len(seen)
+            for index in range(params["naive_calls"]):
+                start = clock()
+                conn.execute(naive_update.values(progress=index % 100, progress_message=f"Update {index}"))
+                conn.commit()
+                times["naive"].append(clock() - start)
+            rounds.append({name: median(values) * 1e6 for name, values in times.items()})
+    wire.close()
+    return {"rounds": rounds, "progress_statements": statements}
+
+
+class RawTransaction:
+    """The bytes of one ``JobStore.save`` transaction, sent again on a raw connection of the same pool.
+
+    What is left without redis-py's pipeline machinery: the network round trip, Redis executing the
+    transaction, and reading the replies. The difference to ``JobStore.save`` is client-side CPU.
+    """
+
+    def __init__(self, client, save_once):
+        captured: list[list[tuple]] = []
+        make_pipeline = client.pipeline
+
+        def capturing(*args, **kwargs):
+            pipe = make_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            def capture(*a, **k):
+                captured.append([("MULTI",), *(command for command, _ in pipe.command_stack), ("EXEC",)])
+                return execute(*a, **k)
+
+            pipe.execute = capture
+            return pipe
+
+        client.pipeline = capturing
+        try:
+            save_once()
+        finally:
+            del client.pipeline
+        self.pool = client.connection_pool
+        self.connection = self.pool.get_connection()
+        self.commands = captured[-1]
+        self.packed = self.connection.pack_commands(self.commands)
+        self.replies = len(self.commands)
+
+    def send(self) -> None:
+        self.connection.send_packed_command(self.packed)
+        for _ in range(self.replies):
+            self.connection.read_response()
+
+    def build(self, job: Job) -> None:
+        """What any client must do before sending: the state as hash fields and JSON, then the bytes."""
+        job.to_hash()
+        job.to_json()
+        self.connection.pack_commands(self.commands)
+
+    def close(self) -> None:
+        self.pool.release(self.connection)
+
+
+@operation("bench_progress_loop", title="Progress loop", requires_session=False)
+def tight_loop(ctx) -> dict[str, Any]:
+    """Calls ctx.progress() as fast as it can, each call with a new message (``spin_us`` of work between)."""
+    calls, spin = ctx.params["calls"], ctx.params.get("spin_us", 0) / 1e6
+    start = time.perf_counter()
+    for index in range(calls):
+        ctx.progress(index * 100 / calls, f"Item {index + 1} of {calls}")
+        if spin:
+            until = time.perf_counter() + spin
+            while time.perf_counter() < until:
+                pass
+    return {"loop_seconds": time.perf_counter() - start}
+
+
+def _row(job: Job) -> dict[str, Any]:
+    from epm.jobs.job import parse_iso
+
+    return {"id": job.id, "job_type": job.job_type, "title": job.title, "status": job.status.value,
+            "progress": 0, "progress_message": "", "user_id": job.user_id, "created_at": parse_iso(job.created_at)}
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+def run_job(app, job_type: str, user_id: str, params: dict[str, Any], timeout: float = 300) -> Job:
+    """Start a job through JobService, wait until its runner is done, return its final state."""
+    from epm.jobs import current_jobs
+
+    with app.app_context():
+        service = current_jobs()
+        job = service.start(job_type, user_id=user_id, params=params)
+        deadline = time.monotonic() + timeout
+        while job.id in service.runner.running:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {job.id} ({job_type}) did not finish in {timeout}s")
+            time.sleep(0.005)
+        final = service.store.load(job.id)
+    if final is None or final.status is not JobStatus.COMPLETED:
+        raise RuntimeError(f"job {job_type} ended {final.status if final else 'missing'}: {final and final.error}")
+    return final
+
+
+class CommandCounter:
+    """Counts the Redis commands and round trips a client sends, pipelines included (client side)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.commands = 0
+        self.round_trips = 0
+        self._lock = threading.Lock()
+
+    def _count(self, commands: int) -> None:
+        with self._lock:
+            self.commands += commands
+            self.round_trips += 1
+
+    def __enter__(self) -> CommandCounter:
+        execute_command = self.client.execute_command
+        make_pipeline = self.client.pipeline
+
+        def counted_command(*args, **kwargs):
+            self._count(1)
+            return execute_command(*args, **kwargs)
+
+        def counted_pipeline(*args, **kwargs):
+            pipe = make_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            def counted_execute(*a, **k):
+                # MULTI and EXEC travel in the same round trip as the queued commands.
+                self._count(len(pipe.command_stack) + (2 if pipe.transaction else 0))
+                return execute(*a, **k)
+
+            pipe.execute = counted_execute
+            return pipe
+
+        self.client.execute_command = counted_command
+        self.client.pipeline = counted_pipeline
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.client.execute_command
+        del self.client.pipeline
+
+
+class EventCounter:
+    """Counts the events published on a channel until a terminal one arrives."""
+
+    def __init__(self, client, channel: str):
+        self.pubsub = client.pubsub()
+        self.pubsub.subscribe(channel)
+        deadline = time.monotonic() + 10
+        while (self.pubsub.get_message(timeout=1.0) or {}).get("type") != "subscribe":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis did not confirm the subscription to {channel}")
+        self.events = 0
+        self.last: dict[str, Any] | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.thread.start()
+
+    def _listen(self) -> None:
+        while not self.done.is_set():
+            message = self.pubsub.get_message(timeout=0.2)
+            if message and message["type"] == "message":
+                self.events += 1
+                self.last = json.loads(message["data"])
+                if self.last.get("terminal"):
+                    self.done.set()
+
+    def wait(self, timeout: float = 30) -> int:
+        self.done.wait(timeout)
+        self.done.set()
+        self.thread.join(2)
+        self.pubsub.close()
+        return self.events
+
+
+def tight_loop_figures(app, user_id: str, calls: int, spin_us: int = 0) -> dict[str, Any]:
+    client = app.extensions["redis"]
+    with app.app_context():
+        from epm.jobs import current_jobs
+
+        channel = current_jobs().store.user_channel(user_id)
+    events = EventCounter(client, channel)
+    started = time.perf_counter()
+    with CommandCounter(client) as commands:
+        final = run_job(app, "bench_progress_loop", user_id, {"calls": calls, "spin_us": spin_us})
+    job_seconds = time.perf_counter() - started
+    published = events.wait()
+    return {"events": published, "commands": commands.commands, "round_trips": commands.round_trips,
+            "loop_ms": final.result["loop_seconds"] * 1000, "job_ms": job_seconds * 1000,
+            "call_us": final.result["loop_seconds"] / calls * 1e6, "last_progress": events.last}
+
+
+class NaiveContext:
+    """The first design's job context: every progress() is an UPDATE of the job's row and a COMMIT.
+
+    Cancel checks cost nothing here (the naive design would read the row for them, too).
+    """
+
+    def __init__(self, conn, job_id: str, params: dict[str, Any]):
+        from sqlalchemy import update
+
+        from epm.jobs.models import BackgroundJob
+
+        self.conn = conn
+        self.job_id = job_id
+        self.params = params
+        self._update = update(BackgroundJob).where(BackgroundJob.id == job_id)
+
+    def progress(self, percent: float, message: str | None = None) -> None:
+        self.conn.execute(self._update.values(progress=int(percent), progress_message=message))
+        self.conn.commit()
+
+    def stage(self, percent: float, message: str, seconds: float | None = None) -> None:
+        self.progress(percent, message)
+
+    def check_cancelled(self) -> None:
+        return None
+
+    def run_blocking(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+    def finish(self) -> None:
+        self.conn.execute(self._update.values(status="completed", progress=100, completed_at=utcnow()))
+        self.conn.commit()
+
+
+def naive_job_writes(app, user_id: str, jobs: int, steps: int) -> list[str]:
+    """Run the demo countdown the naive way ``jobs`` times; return the statements it sent."""
+    from sqlalchemy import insert
+
+    from epm.extensions import db
+    from epm.jobs.models import BackgroundJob
+    from epm.operations.demo import countdown
+
+    with app.app_context(), db.engine.connect() as conn, statement_counter(db.engine) as seen:
+        for _ in range(jobs):
+            job = Job(id=uuid.uuid4().hex, job_type="demo_countdown", user_id=user_id, title="Demo countdown",
+                      status=JobStatus.PENDING, created_at=iso(utcnow()))
+            conn.execute(insert(BackgroundJob).values(**_row(job)))
+            conn.commit()
+            ctx = NaiveContext(conn, job.id, {"steps": steps})
+            countdown(ctx)
+            ctx.finish()
+    return list(seen)
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    for name in SIZES["full"]:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the size {name}")
+    args = parser.parse_args()
+    sizes = dict(SIZES["quick" if args.quick else "full"])
+    for name in sizes:
+        if getattr(args, name) is not None:
+            sizes[name] = getattr(args, name)
+
+    with Backends("bench_progress") as backends:
+        print(f"bench_progress on {backends.label}; sizes {sizes}", flush=True)
+        app = backends.app()
+        direct = backends.app(EPM_PROGRESS_INTERVAL=0)
+        user_id = str(benchlib.create_users(app, 1, "progress")[0])
+
+        probe = run_job(direct, "bench_progress_costs", user_id,
+                        {"rounds": sizes["rounds"], "calls": sizes["calls"], "naive_calls": sizes["naive_calls"]})
+        rounds = probe.result["rounds"]
+
+        from epm.extensions import db
+
+        with app.app_context(), statement_counter(db.engine) as ours:
+            for _ in range(sizes["jobs"]):
+                run_job(app, "demo_countdown", user_id, {"steps": sizes["steps"]})
+        naive = naive_job_writes(app, user_id, sizes["jobs"], sizes["steps"])
+
+        coalesced = tight_loop_figures(app, user_id, sizes["loop"])
+        every = tight_loop_figures(direct, user_id, sizes["loop"])
+        # The same calls spread over about two seconds of work: coalescing caps the writes at ~10 a second.
+        spread = tight_loop_figures(app, user_id, sizes["loop"], spin_us=2_000_000 // sizes["loop"])
+        for flask_app in (app, direct):
+            flask_app.extensions["epm.jobs"].runner.shutdown(grace=5)
+            with flask_app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+        report(backends, sizes, rounds, probe.result["progress_statements"], ours, naive, coalesced, every,
+               spread)
+
+
+def _describe(state: dict[str, Any] | None) -> str:
+    return f"{state['status']} {state['progress']}%" if state else "none"
+
+
+def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, float]], progress_statements: int,
+           ours: list[str], naive: list[str], coalesced: dict[str, Any], every: dict[str, Any],
+           spread: dict[str, Any]) -> None:
+    def med(name: str) -> float:
+        return median([r[name] for r in rounds])
+
+    def ratio(name: str) -> float:
+        return median([r[name] / r["ping"] for r in rounds])
+
+    print_table(f"One progress update on {backends.label} (µs per call: median of {sizes['rounds']} rounds' "
+                f"medians of {sizes['calls']} calls, taken in turn call by call; x PING: median of the "
+                f"per-round ratios)",
+                ["measure", "µs per call", "x PING", "client CPU µs", "DB statements per update"],
+                [["PING on the same Redis client (floor: one round trip)", med("ping"), 1.0, med("ping_cpu"), 0],
+                 ["the save's transaction as raw bytes on the wire (network + Redis)", med("wire"), ratio("wire"),
+                  None, 0],
+                 ["building those bytes from the job (to_hash, to_json, packing; no I/O)", med("build"),
+                  ratio("build"), None, 0],
+                 ["JobStore.save (whole state, one pipelined transaction)", med("save"), ratio("save"),
+                  med("save_cpu"), 0],
+                 ["ctx.progress() written at once (EPM_PROGRESS_INTERVAL=0)", med("progress"), ratio("progress"),
+                  med("progress_cpu"), progress_statements / (sizes["rounds"] * sizes["calls"])],
+                 ["naive: UPDATE background_jobs ...; COMMIT", med("naive"), ratio("naive"), None, 1]])
+
+    jobs, steps = sizes["jobs"], sizes["steps"]
+    writes = sum(map(benchlib.is_write, ours)) / jobs
+    naive_writes = sum(map(benchlib.is_write, naive)) / jobs
+    print_table(f"Database statements per job (demo countdown of {steps} progress calls, {jobs} jobs)",
+                ["design", "writes per job", "all statements per job"],
+                [["ours (JobService: insert + terminal state)", writes, len(ours) / jobs],
+                 ["naive (a write per progress update)", naive_writes, len(naive) / jobs]])
+
+    loop = sizes["loop"]
+    columns = (coalesced, every, spread)
+    print_table(f"A job calling progress() {loop:,} times in a loop (whole job, from start to terminal state)",
+                ["figure", "tight loop, coalesced (0.1 s)", "tight loop, every call written",
+                 "loop of ~2 s, coalesced"],
+                [["events published", *(c["events"] for c in columns)],
+                 ["Redis commands sent", *(c["commands"] for c in columns)],
+                 ["Redis round trips", *(c["round_trips"] for c in columns)],
+                 ["wall time of the loop (ms)", *(c["loop_ms"] for c in columns)],
+                 ["µs per progress() call (incl. work)", *(c["call_us"] for c in columns)],
+                 ["wall time of the whole job (ms)", *(c["job_ms"] for c in columns)],
+                 ["last event published (the final state always arrives)",
+                  *(_describe(c["last_progress"]) for c in columns)]])
+
+    update_vs_ping = ratio("progress")
+    figures = {
+        "backend": "real" if backends.real else "embedded",
+        "ping_us": med("ping"), "save_us": med("save"), "update_us": med("progress"),
+        "save_vs_ping": ratio("save"), "update_vs_ping": update_vs_ping, "wire_us": med("wire"),
+        "wire_vs_ping": ratio("wire"), "build_us": med("build"), "ping_cpu_us": med("ping_cpu"),
+        "update_cpu_us": med("progress_cpu"),
+        "naive_update_us": med("naive"), "naive_vs_update": median([r["naive"] / r["progress"] for r in rounds]),
+        "update_db_statements": progress_statements,
+        "db_writes_per_job": writes, "db_statements_per_job": len(ours) / jobs,
+        "naive_db_writes_per_job": naive_writes, "progress_calls_per_job": steps,
+        "coalesced_calls": loop, "coalesced_events": coalesced["events"],
+        "coalesced_redis_commands": coalesced["commands"], "coalesced_round_trips": coalesced["round_trips"],
+        "coalesced_wall_ms": coalesced["loop_ms"], "coalesced_call_us": coalesced["call_us"],
+        "uncoalesced_events": every["events"], "uncoalesced_redis_commands": every["commands"],
+        "uncoalesced_wall_ms": every["loop_ms"],
+        "spread_wall_ms": spread["loop_ms"], "spread_events": spread["events"],
+    }
+    verdicts = [
+        ("update <= 2x PING", update_vs_ping <= 2.0),
+        ("zero DB statements per update", progress_statements == 0),
+        ("2 DB writes per job", writes == 2),
+    ]
+    print("\nTargets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in verdicts))
+    benchlib.emit(benchlib.rounded(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,638 @@
+"""Benchmark: how fresh pushed progress is, and what it costs, next to polling, on a real server.
+
+A real gunicorn+gevent server (2 workers on real Redis and PostgreSQL; 1 on the embedded default) runs
+N demo jobs that each report progress every ``--step-seconds``, while M clients follow them. Phases:
+
+1. push: a few clients watch each job's event stream, the rest follow their user's stream. The delay
+   of each event is its arrival at the client minus its ``updated_at``, the time the runner wrote the
+   state (with steps slower than EPM_PROGRESS_INTERVAL every progress() call is written at once, so
+   that is the time of the call). Lost events: a client that stayed connected must see every step
+   after the first it saw, and the terminal state.
+2. polling, the first design: M clients fetch the list every 3 s (``--poll-interval``). Freshness of
+   a state is the arrival of the first answer that shows it (or a newer one) minus the time it was
+   written; states a poll skipped over get a write time interpolated between the two states it saw
+   (steps are evenly paced).
+3. polling with ``If-None-Match``: the same, answered 304 from the user's Redis version counter
+   while nothing changed.
+4. idle: 5,000 event streams held by one gevent worker with a short heartbeat: memory per connection
+   (worker RSS growth / connections) and whether the heartbeats come on time.
+
+Clients are asyncio protocols in separate processes, so the clients are not what is measured.
+
+    .venv/bin/python scripts/bench_push.py [--quick]
+
+Prints tables, then one JSON line of figures. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing
+import os
+import random
+import resource
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import benchlib
+from benchlib import Backends, CpuMeter, HttpConnection, Server, median, percentile, print_table
+
+SIZES = {
+    "quick": {"users": 40, "jobs": 20, "clients": 100, "watchers": 2, "seconds": 4.0, "poll_seconds": 5.0,
+              "idle": 500, "idle_seconds": 3.0, "heartbeat": 1.0, "processes": 2, "poll_interval": 3.0},
+    "full": {"users": 400, "jobs": 200, "clients": 1000, "watchers": 2, "seconds": 20.0, "poll_seconds": 20.0,
+             "idle": 5000, "idle_seconds": 8.0, "heartbeat": 2.0, "processes": 2, "poll_interval": 3.0},
+}
+EVENTS_PATH = "/api/background-jobs/events"
+
+
+# -- the clients (run in child processes) ----------------------------------------------------------------
+def timestamp(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def position(job: dict[str, Any]) -> int | None:
+    """Where a demo job's state stands: its step, ``steps + 1`` once terminal, None before the first step."""
+    message = job.get("message") or ""
+    if job.get("terminal"):
+        return int(job["result"]["steps"]) + 1 if job.get("result") else None
+    if message.startswith("Step "):
+        return int(message.split()[1])
+    return None
+
+
+@dataclass
+class Tally:
+    """What one client process saw."""
+
+    latencies: list[float] = field(default_factory=list)
+    freshness: list[float] = field(default_factory=list)
+    heartbeat_late: list[float] = field(default_factory=list)
+    connected: int = 0
+    errors: int = 0
+    disconnects: int = 0
+    events: int = 0
+    lost: int = 0
+    out_of_order: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    error_samples: list[str] = field(default_factory=list)
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what)
+
+
+class EventStream(asyncio.Protocol):
+    """One SSE client: parses the chunked HTTP response and the events, and keeps the figures."""
+
+    def __init__(self, request: bytes, tally: Tally, settings: dict[str, Any], ready: asyncio.Future):
+        self.request = request
+        self.tally = tally
+        self.settings = settings
+        self.ready = ready
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.body = bytearray()
+        self.head_done = False
+        self.chunk_left = 0
+        self.ended = False
+        self.closing = False
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.last_beat: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.buffer += data
+        if not self.head_done:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status, headers = benchlib.parse_head(bytes(self.buffer[:end + 4]))
+            del self.buffer[:end + 4]
+            self.head_done = True
+            if status != 200 or headers.get(b"transfer-encoding") != b"chunked":
+                self.tally.error(f"stream answered {status}")
+                self._settle(False)
+                self.close()
+                return
+            self.tally.connected += 1
+            self.last_beat = now
+            self._settle(True)
+        self._dechunk()
+        while True:
+            end = self.body.find(b"\n\n")
+            if end < 0:
+                break
+            block = bytes(self.body[:end])
+            del self.body[:end + 2]
+            self._on_block(block, now)
+        if self.ended:
+            self.close()
+
+    def _dechunk(self) -> None:
+        buf = self.buffer
+        while buf:
+            if self.chunk_left:
+                take = min(self.chunk_left, len(buf))
+                self.body += buf[:take]
+                del buf[:take]
+                self.chunk_left -= take
+                if self.chunk_left:
+                    return
+                continue
+            line_end = buf.find(b"\r\n")
+            if line_end < 0:
+                return
+            if line_end == 0:  # the CRLF closing a chunk
+                del buf[:2]
+                continue
+            size = int(bytes(buf[:line_end]), 16)
+            del buf[:line_end + 2]
+            if size == 0:
+                self.ended = True
+                return
+            self.chunk_left = size
+
+    def _on_block(self, block: bytes, now: float) -> None:
+        if block.startswith(b":"):
+            if self.last_beat is not None:
+                self.tally.heartbeat_late.append(now - self.last_beat - self.settings["heartbeat"])
+            self.last_beat = now
+            return
+        if not block.startswith(b"id:"):
+            return
+        self.last_beat = now
+        data = json.loads(block[block.index(b"data: ") + 6:])
+        self.tally.events += 1
+        track = self.jobs.setdefault(data["id"], {"seq": 0, "first": None, "steps": set(), "terminal": False})
+        if data["seq"] <= track["seq"]:
+            self.tally.out_of_order += 1
+        track["seq"] = data["seq"]
+        step = position(data)
+        if step is not None:
+            if track["first"] is None:
+                track["first"] = step
+            track["steps"].add(step)
+        elif track["first"] is None and data["status"] in ("pending", "running"):
+            track["first"] = 1  # connected before the first step: every step must arrive
+        track["terminal"] = track["terminal"] or data["terminal"]
+        written = timestamp(data["updated_at"])
+        if written >= self.settings["measure_from"]:
+            self.tally.latencies.append(now - written)
+
+    def _settle(self, ok: bool) -> None:
+        if not self.ready.done():
+            self.ready.set_result(ok)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head_done:
+            self.tally.error(f"connection lost before the answer: {exc}")
+            self._settle(False)
+        elif not self.closing and not self.ended:
+            self.tally.disconnects += 1
+
+    def finish(self) -> None:
+        """Count the events this stream should have had and did not."""
+        for track in self.jobs.values():
+            if track["first"] is None or not track["steps"] and track["terminal"]:
+                continue
+            last = self.settings["steps"]
+            expected = set(range(track["first"], last + 1))
+            self.tally.lost += len(expected - track["steps"]) + (0 if track["terminal"] else 1)
+
+
+async def poller(port: int, spec: dict[str, Any], settings: dict[str, Any], tally: Tally) -> None:
+    """One tab polling the list every ``interval`` seconds, conditionally or not."""
+    loop = asyncio.get_running_loop()
+    conn = await HttpConnection.open(port)
+    interval = settings["interval"]
+    await asyncio.sleep(random.uniform(0, interval))
+    etag: str | None = None
+    seen: dict[str, tuple[int, float]] = {}
+    next_at = loop.time()
+    try:
+        while time.time() < settings["until"]:
+            headers = {"If-None-Match": etag} if settings["conditional"] and etag else None
+            try:
+                status, response_headers, body = await conn.request(
+                    benchlib.get_request(benchlib.LIST_PATH, spec["cookie"], headers))
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                tally.error(f"poll failed: {exc!r}")
+                return
+            now = time.time()
+            tally.statuses[status] += 1
+            if status == 200:
+                etag = response_headers.get(b"etag", b"").decode() or None
+                for job in json.loads(body)["jobs"]:
+                    _reveal(job, seen, now, settings["measure_from"], tally)
+            elif status != 304:
+                tally.error(f"poll answered {status}")
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+    finally:
+        conn.close()
+
+
+def _reveal(job: dict[str, Any], seen: dict[str, tuple[int, float]], now: float, measure_from: float,
+            tally: Tally) -> None:
+    step = position(job)
+    if step is None:
+        return
+    written = timestamp(job["updated_at"])
+    before = seen.get(job["id"])
+    seen[job["id"]] = (step, written)
+    if before is None or step <= before[0]:
+        return
+    old_step, old_written = before
+    for state in range(old_step + 1, step + 1):
+        # States the poll skipped were written between the two it saw, evenly paced.
+        at = written if state == step else old_written + (written - old_written) * (state - old_step) / (
+            step - old_step)
+        if at >= measure_from:
+            tally.freshness.append(now - at)
+
+
+async def open_stream(port: int, spec: dict[str, Any], semaphore: asyncio.Semaphore, tally: Tally,
+                      settings: dict[str, Any], streams: list[EventStream]) -> None:
+    """Open one event stream; return once its answer's head arrived (at most 100 opening at once)."""
+    loop = asyncio.get_running_loop()
+    async with semaphore:
+        ready = loop.create_future()
+        request = benchlib.get_request(spec["path"], spec["cookie"], {"Accept": "text/event-stream"})
+        try:
+            _, protocol = await loop.create_connection(lambda: EventStream(request, tally, settings, ready),
+                                                       "127.0.0.1", port)
+        except OSError as exc:
+            tally.error(f"connect failed: {exc!r}")
+            return
+        streams.append(protocol)
+        try:
+            await asyncio.wait_for(ready, 60)
+        except TimeoutError:
+            tally.error("no answer to the stream request within 60 s")
+
+
+async def _client_session(pipe, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    streams: list[EventStream] = []
+    tally = Tally()
+    settings: dict[str, Any] = {}
+    pollers: list[asyncio.Task] = []
+    while True:
+        command, payload = await loop.run_in_executor(None, pipe.recv)
+        if command == "streams":
+            settings.update(payload["settings"])
+            semaphore = asyncio.Semaphore(100)
+            connected, errors = tally.connected, tally.errors
+            await asyncio.gather(*(open_stream(port, spec, semaphore, tally, settings, streams)
+                                   for spec in payload["specs"]))
+            pipe.send({"connected": tally.connected - connected, "errors": tally.errors - errors})
+        elif command == "settings":
+            settings.update(payload)
+            pipe.send(True)
+        elif command == "poll":
+            settings.update(payload["settings"])
+            pollers = [asyncio.create_task(poller(port, spec, settings, tally)) for spec in payload["specs"]]
+            pipe.send(True)
+        elif command == "collect":
+            if pollers:
+                await asyncio.gather(*pollers, return_exceptions=True)
+            for stream in streams:
+                stream.finish()
+                stream.close()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            pipe.send({"tally": vars(tally), "cpu": usage.ru_utime + usage.ru_stime})
+            streams, pollers, tally = [], [], Tally()
+        elif command == "exit":
+            return
+
+
+def client_process(pipe, port: int, files: int) -> None:
+    benchlib.raise_open_files(files)
+    asyncio.run(_client_session(pipe, port))
+
+
+class Clients:
+    """Client processes, each holding its share of the streams or pollers."""
+
+    def __init__(self, count: int, port: int, files: int):
+        context = multiprocessing.get_context("spawn")
+        self.pipes = []
+        self.processes = []
+        for _ in range(count):
+            parent, child = context.Pipe()
+            process = context.Process(target=client_process, args=(child, port, files), daemon=True)
+            process.start()
+            self.pipes.append(parent)
+            self.processes.append(process)
+        self._cpu = [0.0] * count
+
+    def ask(self, command: str, payloads: list[Any]) -> list[Any]:
+        for pipe, payload in zip(self.pipes, payloads, strict=True):
+            pipe.send((command, payload))
+        return [pipe.recv() for pipe in self.pipes]
+
+    def split(self, specs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        return [specs[index::len(self.pipes)] for index in range(len(self.pipes))]
+
+    def streams(self, specs: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, int]:
+        answers = self.ask("streams", [{"specs": part, "settings": settings} for part in self.split(specs)])
+        return {key: sum(answer[key] for answer in answers) for key in ("connected", "errors")}
+
+    def tell(self, settings: dict[str, Any]) -> None:
+        self.ask("settings", [settings] * len(self.pipes))
+
+    def poll(self, specs: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+        self.ask("poll", [{"specs": part, "settings": settings} for part in self.split(specs)])
+
+    def collect(self, seconds: float) -> tuple[Tally, float]:
+        """Everything the clients saw since the last collect, and their busiest process's CPU %."""
+        answers = self.ask("collect", [None] * len(self.pipes))
+        total = Tally()
+        busiest = 0.0
+        for index, answer in enumerate(answers):
+            tally = Tally(**answer["tally"])
+            busiest = max(busiest, 100 * (answer["cpu"] - self._cpu[index]) / seconds)
+            self._cpu[index] = answer["cpu"]
+            for name in ("latencies", "freshness", "heartbeat_late", "error_samples"):
+                getattr(total, name).extend(getattr(tally, name))
+            for name in ("connected", "errors", "disconnects", "events", "lost", "out_of_order"):
+                setattr(total, name, getattr(total, name) + getattr(tally, name))
+            total.statuses.update(tally.statuses)
+        return total, busiest
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(("exit", None))
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+@dataclass
+class User:
+    id: int
+    cookie: str
+    csrf: str | None = None
+
+
+def start_jobs(server: Server, users: list[User], steps: int, step_seconds: float) -> list[str]:
+    import httpx
+
+    ids = []
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for user in users:
+            deadline = time.monotonic() + 30
+            while True:
+                response = http.post("/api/background-jobs", cookies={"session": user.cookie},
+                                     headers={"X-CSRFToken": user.csrf},
+                                     json={"job_type": "demo_countdown",
+                                           "params": {"steps": steps, "step_seconds": step_seconds}})
+                # 409: the user's job of the previous phase is still finishing.
+                if response.status_code != 409 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            if response.status_code != 202:
+                raise RuntimeError(f"starting a job answered {response.status_code}: {response.text[:300]}")
+            ids.append(response.json()["job"]["id"])
+    return ids
+
+
+def server_figures(server: Server, cpu: CpuMeter) -> dict[str, float]:
+    return {"server_cpu_pct": cpu.percent(),
+            "server_rss_mb": sum(benchlib.rss_kb(pid) for pid in server.worker_pids()) / 1024}
+
+
+def push_phase(server: Server, clients: Clients, users: list[User], sizes: dict, step_seconds: float) -> dict:
+    jobs, watchers, total = sizes["jobs"], sizes["watchers"], sizes["clients"]
+    steps = math.ceil((sizes["seconds"] + 2) / step_seconds)
+    settings = {"measure_from": float("inf"), "steps": steps, "heartbeat": 15.0}
+    followers = [{"path": EVENTS_PATH, "cookie": users[index % len(users)].cookie}
+                 for index in range(max(0, total - jobs * watchers))]
+    opened = clients.streams(followers, settings)
+    job_ids = start_jobs(server, users[:jobs], steps, step_seconds)
+    started = time.time()
+    watching = [{"path": f"/api/background-jobs/{job_id}/events", "cookie": users[index].cookie}
+                for index, job_id in enumerate(job_ids) for _ in range(watchers)]
+    more = clients.streams(watching, settings)
+    measure_from = time.time()
+    clients.tell({"measure_from": measure_from})
+    cpu = CpuMeter(server.pids)
+    # Until every job ended (its terminal event is measured too), with room for steps that ran late.
+    ended = started + steps * step_seconds * 1.03
+    time.sleep(max(0.0, ended - time.time()))
+    figures = server_figures(server, cpu)
+    time.sleep(2.0)
+    seconds = time.time() - measure_from
+    tally, client_cpu = clients.collect(seconds)
+    return {"tally": tally, "seconds": seconds, "client_cpu_pct": client_cpu, "steps": steps,
+            "streams": opened["connected"] + more["connected"], **figures}
+
+
+def poll_phase(server: Server, clients: Clients, backends: Backends, users: list[User], sizes: dict,
+               step_seconds: float, conditional: bool) -> dict:
+    steps = math.ceil(sizes["poll_seconds"] / step_seconds)
+    start_jobs(server, users[:sizes["jobs"]], steps, step_seconds)
+    measure_from = time.time()
+    until = measure_from + steps * step_seconds + sizes["poll_interval"] + 1.0
+    specs = [{"cookie": users[index % len(users)].cookie} for index in range(sizes["clients"])]
+    cpu = CpuMeter(server.pids)
+    transactions = backends.db_transactions()
+    clients.poll(specs, {"measure_from": measure_from, "until": until, "conditional": conditional,
+                         "interval": sizes["poll_interval"]})
+    time.sleep(max(0.0, until - time.time()))
+    figures = server_figures(server, cpu)
+    after = backends.db_transactions()
+    seconds = time.time() - measure_from
+    tally, client_cpu = clients.collect(seconds)
+    requests = sum(tally.statuses.values())
+    return {"tally": tally, "seconds": seconds, "client_cpu_pct": client_cpu, "rps": requests / seconds,
+            "ok_rps": tally.statuses[200] / seconds, "not_modified_rps": tally.statuses[304] / seconds,
+            "db_xacts_per_s": None if transactions is None else (after - transactions) / seconds, **figures}
+
+
+def idle_phase(backends: Backends, users: list[User], sizes: dict, files: int) -> dict:
+    heartbeat = sizes["heartbeat"]
+    env = backends.server_env(EPM_SSE_HEARTBEAT=str(heartbeat))
+    with Server(env, workers=1) as server:
+        clients = Clients(sizes["processes"], server.port, files)
+        try:
+            settings = {"measure_from": float("inf"), "steps": 0, "heartbeat": heartbeat}
+            warm = [{"path": EVENTS_PATH, "cookie": users[index % len(users)].cookie} for index in range(50)]
+            clients.streams(warm, settings)
+            clients.collect(1.0)  # closes them: the worker has now served streams once
+            time.sleep(0.5)
+            worker = server.worker_pids()[0]
+            before = benchlib.rss_kb(worker)
+            specs = [{"path": EVENTS_PATH, "cookie": users[index % len(users)].cookie}
+                     for index in range(sizes["idle"])]
+            started = time.monotonic()
+            opened = clients.streams(specs, settings)
+            connect_seconds = time.monotonic() - started
+            cpu = CpuMeter(lambda: [worker])
+            time.sleep(sizes["idle_seconds"])
+            after = benchlib.rss_kb(worker)
+            idle_cpu = cpu.percent()
+            tally, _ = clients.collect(sizes["idle_seconds"])
+        finally:
+            clients.close()
+    return {"tally": tally, "connected": opened["connected"], "rss_before_mb": before / 1024,
+            "rss_after_mb": after / 1024, "kb_per_connection": (after - before) / max(1, opened["connected"]),
+            "connect_seconds": connect_seconds, "worker_cpu_pct": idle_cpu, "heartbeat": heartbeat}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--step-seconds", type=float, default=0.2,
+                        help="how often each job reports progress (>= 2x EPM_PROGRESS_INTERVAL keeps every "
+                             "call its own event)")
+    for name, value in SIZES["full"].items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), help=f"override the size {name}")
+    parser.add_argument("--skip-idle", action="store_true", help="leave out the idle-connection phase")
+    args = parser.parse_args()
+    sizes = dict(SIZES["quick" if args.quick else "full"])
+    sizes.update({name: getattr(args, name) for name in sizes if getattr(args, name) is not None})
+    files = benchlib.raise_open_files(max(4096, 2 * sizes["idle"] + 2 * sizes["clients"] + 512))
+
+    with Backends("bench_push") as backends:
+        workers = 2 if backends.real else 1
+        print(f"bench_push on {backends.label}, {workers} gevent worker(s); sizes {sizes}; "
+              f"progress every {args.step_seconds:g} s per job", flush=True)
+        app = backends.app()
+        count = max(sizes["users"], sizes["jobs"])
+        users = [User(user_id, benchlib.session_cookie(app, user_id))
+                 for user_id in benchlib.create_users(app, count, "pusher")]
+        with Server(backends.server_env(), workers=workers) as server:
+            for user in users[:sizes["jobs"]]:
+                user.cookie, user.csrf = benchlib.csrf_session(server.url, user.cookie)
+            clients = Clients(sizes["processes"], server.port, files)
+            try:
+                push = push_phase(server, clients, users, sizes, args.step_seconds)
+                poll = poll_phase(server, clients, backends, users, sizes, args.step_seconds, conditional=False)
+                etag = poll_phase(server, clients, backends, users, sizes, args.step_seconds, conditional=True)
+            finally:
+                clients.close()
+        statements = benchlib.list_statements(app, users[-1].cookie)
+        with app.app_context():
+            from epm.extensions import db
+
+            db.engine.dispose()
+        idle = None if args.skip_idle else idle_phase(backends, users, sizes, files)
+    report(backends, sizes, workers, args.step_seconds, push, poll, etag, idle, statements)
+
+
+def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, push: dict, poll: dict, etag: dict,
+           idle: dict | None, statements: dict) -> None:
+    tally: Tally = push["tally"]
+    p50, p99 = percentile(tally.latencies, 50), percentile(tally.latencies, 99)
+    latency_max = max(tally.latencies) if tally.latencies else None
+    poll_tally: Tally = poll["tally"]
+    etag_tally: Tally = etag["tally"]
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else value * 1000
+
+    def db_per_s(phase: dict) -> float:
+        counts = phase["tally"].statuses
+        return (counts[200] * statements["200"] + counts[304] * statements["304"]) / phase["seconds"]
+
+    def poll_row(label: str, phase: dict) -> list:
+        fresh = phase["tally"].freshness
+        return [label, sizes["clients"], ms(median(fresh)), ms(percentile(fresh, 99)), ms(max(fresh, default=None)),
+                phase["rps"], db_per_s(phase), phase["db_xacts_per_s"], phase["server_cpu_pct"],
+                phase["server_rss_mb"], phase["client_cpu_pct"], phase["tally"].errors]
+
+    every = f"polling every {sizes['poll_interval']:g} s"
+    rows = [
+        ["push: SSE (ours)", push["streams"], ms(p50), ms(p99), ms(latency_max), None, 0.0,
+         None, push["server_cpu_pct"], push["server_rss_mb"], push["client_cpu_pct"], tally.errors],
+        poll_row(f"{every} (first design)", poll),
+        poll_row(f"{every} with If-None-Match", etag),
+    ]
+    print_table(f"Freshness and cost: {sizes['jobs']} running jobs (progress every {step_seconds:g} s), "
+                f"{sizes['clients']:,} clients, {workers} gevent worker(s), {backends.label}",
+                ["design", "clients", "delay p50 ms", "p99 ms", "max ms", "requests/s", "DB statements/s",
+                 "PostgreSQL xacts/s", "server CPU %", "server RSS MB", "busiest client CPU %", "errors"], rows)
+    poll_p50 = median(poll_tally.freshness)
+    poll_p99 = percentile(poll_tally.freshness, 99)
+    fresher = poll_p50 / p99 if poll_p50 and p99 else None
+    fresher_p99 = poll_p99 / p99 if poll_p99 and p99 else None
+    print(f"\npush: {tally.events:,} events received ({len(tally.latencies):,} measured) over {push['seconds']:.1f} s "
+          f"by {push['streams']:,} streams ({sizes['watchers']} per job, the rest on user streams); "
+          f"lost {tally.lost}, out of order {tally.out_of_order}, disconnects {tally.disconnects}, "
+          f"errors {tally.errors}")
+    print(f"polling: answers {dict(poll_tally.statuses)}; with If-None-Match {dict(etag_tally.statuses)} "
+          f"({etag['not_modified_rps']:.0f} 304s/s at {statements['304']:g} DB statements each, "
+          f"{etag['ok_rps']:.0f} 200s/s at {statements['200']:g})")
+    if fresher:
+        print(f"push p99 is {fresher:.0f}x fresher than polling's median freshness ({fresher_p99:.0f}x its p99)")
+    for sample in tally.error_samples + poll_tally.error_samples + etag_tally.error_samples:
+        print(f"  error: {sample}")
+
+    figures: dict[str, Any] = {
+        "backend": "real" if backends.real else "embedded", "workers": workers, "jobs": sizes["jobs"],
+        "clients": sizes["clients"], "step_seconds": step_seconds,
+        "latency_p50_ms": ms(p50), "latency_p99_ms": ms(p99), "latency_max_ms": ms(latency_max),
+        "events": tally.events, "events_measured": len(tally.latencies), "events_lost": tally.lost,
+        "out_of_order": tally.out_of_order, "errors": tally.errors + poll_tally.errors + etag_tally.errors,
+        "disconnects": tally.disconnects, "server_cpu_pct": push["server_cpu_pct"],
+        "server_rss_mb": push["server_rss_mb"], "client_cpu_pct": push["client_cpu_pct"],
+        "poll_freshness_ms": ms(poll_p50), "poll_freshness_p99_ms": ms(poll_p99), "poll_rps": poll["rps"],
+        "poll_db_statements_per_s": db_per_s(poll), "poll_server_cpu_pct": poll["server_cpu_pct"],
+        "etag_freshness_ms": ms(median(etag_tally.freshness)), "etag_rps": etag["rps"],
+        "etag_304_share": etag_tally.statuses[304] / max(1, sum(etag_tally.statuses.values())),
+        "etag_db_statements_per_s": db_per_s(etag), "etag_server_cpu_pct": etag["server_cpu_pct"],
+        "db_statements_per_304": statements["304"], "db_statements_per_200": statements["200"],
+        "fresher_x": fresher, "fresher_p99_x": fresher_p99,
+    }
+    verdicts = [("latency p99 <= 50 ms", p99 is not None and p99 <= 0.05),
+                ("no errors", figures["errors"] == 0), ("no disconnects", tally.disconnects == 0),
+                ("no lost events", tally.lost == 0), (">= 30x fresher than polling", (fresher or 0) >= 30)]
+    if idle is not None:
+        idle_tally: Tally = idle["tally"]
+        late = idle_tally.heartbeat_late
+        print_table(f"{sizes['idle']:,} idle event streams on one gevent worker (heartbeat every "
+                    f"{idle['heartbeat']:g} s, held {sizes['idle_seconds']:g} s)",
+                    ["connected", "connect s", "worker RSS before MB", "after MB", "KB per connection",
+                     "heartbeats", "late p50 ms", "late p99 ms", "late max ms", "worker CPU %", "disconnects",
+                     "errors"],
+                    [[idle["connected"], idle["connect_seconds"], idle["rss_before_mb"], idle["rss_after_mb"],
+                      idle["kb_per_connection"], len(late), ms(percentile(late, 50)), ms(percentile(late, 99)),
+                      ms(max(late, default=None)), idle["worker_cpu_pct"], idle_tally.disconnects,
+                      idle_tally.errors]])
+        beats_ok = bool(late) and percentile(late, 99) <= max(0.5, idle["heartbeat"] / 4)
+        figures.update({"idle_connections": idle["connected"], "kb_per_connection": idle["kb_per_connection"],
+                        "heartbeats": len(late), "heartbeat_late_p99_ms": ms(percentile(late, 99)),
+                        "heartbeat_late_max_ms": ms(max(late, default=None)),
+                        "idle_disconnects": idle_tally.disconnects, "idle_errors": idle_tally.errors,
+                        "idle_worker_cpu_pct": idle["worker_cpu_pct"]})
+        for sample in idle_tally.error_samples:
+            print(f"  idle error: {sample}")
+        verdicts += [("idle < 50 KB per connection", idle["kb_per_connection"] < 50),
+                     ("heartbeats on time", beats_ok and idle["connected"] == sizes["idle"])]
+    print("Targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in verdicts))
+    benchlib.emit(benchlib.rounded(figures))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
