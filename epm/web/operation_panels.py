@@ -1,0 +1,78 @@
+"""What the session page shows for each operation: its running job, its last failure, its latest result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import url_for
+from sqlalchemy import select
+
+from ..extensions import db
+from ..jobs import current_jobs
+from ..jobs.job import Job, JobStatus
+from ..models import Analysis, Program, StrategySession
+
+
+@dataclass(frozen=True)
+class PanelText:
+    heading: str
+    button: str
+    running: str
+    view: str
+    noun: str
+
+
+# The session page lists the operations in the order a team would run them.
+PANELS: dict[str, PanelText] = {
+    "web_research": PanelText("Web research", "Run web research", "Web research in progress…",
+                              "View research report", "research report"),
+    "bmc_analysis": PanelText("Business model canvas", "Build business model canvas",
+                              "Business model canvas in progress…", "View canvas", "canvas"),
+    "epm_generation": PanelText("EPM program", "Generate EPM program", "EPM generation in progress…",
+                                "View program", "program"),
+}
+
+
+@dataclass
+class Panel:
+    operation: str
+    text: PanelText
+    active: Job | None
+    failed: Job | None
+    result_url: str | None
+    result_at: datetime | None
+
+
+def operation_panels(session: StrategySession, user_id: str) -> list[Panel]:
+    """One panel per operation: the active job (if any), the latest job if it failed, the latest result."""
+    jobs = current_jobs().list(user_id, limit=50, session_id=str(session.id))
+    results = _latest_results(session)
+    panels = []
+    for name, text in PANELS.items():
+        mine = [job for job in jobs if job.job_type == name]
+        active = next((job for job in mine if not job.is_terminal), None)
+        latest = mine[0] if mine else None
+        failed = latest if latest is not None and latest.status == JobStatus.FAILED else None
+        url, at = results.get(name, (None, None))
+        panels.append(Panel(name, text, active, failed, url, at))
+    return panels
+
+
+def _latest_results(session: StrategySession) -> dict[str, tuple[str, datetime]]:
+    found: dict[str, tuple[str, Any]] = {}
+    program = db.session.scalar(select(Program).where(Program.session_id == session.id,
+                                                      Program.user_id == session.user_id)
+                                .order_by(Program.created_at.desc(), Program.id.desc()).limit(1))
+    if program is not None:
+        found["epm_generation"] = (url_for("programs.show", program_id=program.id), program.created_at)
+    for kind, operation, endpoint in (("research", "web_research", "analyses.research"),
+                                      ("bmc", "bmc_analysis", "analyses.canvas")):
+        analysis = db.session.scalar(select(Analysis).where(Analysis.session_id == session.id,
+                                                            Analysis.user_id == session.user_id,
+                                                            Analysis.kind == kind)
+                                     .order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(1))
+        if analysis is not None:
+            found[operation] = (url_for(endpoint, session_id=session.id), analysis.created_at)
+    return found

@@ -1,0 +1,81 @@
+"""The research report and canvas pages, filled by real jobs reading pages from a local HTTP server."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.support import wait_for
+
+PAGE = b"""<!doctype html><html><head><title>FreshBox meal kits</title>
+<meta name="description" content="Weekly recipe boxes for busy families."></head>
+<body><h1>Dinner, sorted</h1><h2>How subscriptions work</h2>
+<p>Choose recipes every week. Pause or skip any delivery. Our subscription boxes bring fresh ingredients
+and recipes to busy families, with delivery across the city and a mobile app for choosing meals.</p></body></html>"""
+
+
+class _Pages(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep the test output quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802  (the name http.server looks for)
+        status, body = (200, PAGE) if self.path == "/about" else (404, b"<html><body>gone</body></html>")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def pages() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _run(client, session_id: int, operation: str) -> dict:
+    job = client.post(f"/api/sessions/{session_id}/{operation}").get_json()["job"]
+
+    def finished():
+        current = client.get(f"/api/background-jobs/{job['id']}").get_json()["job"]
+        return current if current["terminal"] else None
+
+    return wait_for(finished, timeout=20, message=f"{operation} to finish")
+
+
+def test_research_and_canvas_pages_show_the_latest_results(app, auth_client, pages):
+    app.config["EPM_RESEARCH_ALLOW_PRIVATE"] = True
+    session = auth_client.post("/api/sessions", json={
+        "name": "FreshBox", "business": "We run a subscription meal-kit service for busy families.",
+        "source_urls": [f"{pages}/about", f"{pages}/missing"]}).get_json()["session"]
+
+    research = _run(auth_client, session["id"], "web_research")
+    assert research["status"] == "completed", research
+    assert research["result"]["url"] == f"/sessions/{session['id']}/research"
+    html = auth_client.get(research["result"]["url"]).get_data(as_text=True)
+    assert "FreshBox meal kits" in html and "Weekly recipe boxes for busy families." in html
+    assert "How subscriptions work" in html
+    assert "1 source read, 1 failed" in html
+    assert re.search(rf"Could not read {re.escape(pages)}/missing</h3>\s*<p class=\"job-failed\">[^<]*404", html)
+    assert "Terms:" in html
+
+    canvas = _run(auth_client, session["id"], "bmc_analysis")
+    assert canvas["status"] == "completed", canvas
+    html = auth_client.get(f"/sessions/{session['id']}/canvas").get_data(as_text=True)
+    assert "using the research report" in html
+    titles = re.findall(r'<h2 id="bmc-[a-z_]+">([^<]+)</h2>', html)
+    assert titles == ["Key partners", "Key activities", "Key resources", "Value propositions",
+                      "Customer relationships", "Channels", "Customer segments", "Cost structure",
+                      "Revenue streams"]
+
+    page = auth_client.get(f"/sessions/{session['id']}").get_data(as_text=True)
+    assert "View research report" in page and "View canvas" in page
+    assert page.count("Not generated yet.") == 1  # only the program
