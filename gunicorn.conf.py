@@ -3,7 +3,10 @@
 Every value can be overridden from the environment (``WEB_CONCURRENCY``, ``PORT``/``BIND``, ...).
 """
 
+import glob
 import os
+import shutil
+import tempfile
 
 worker_class = "gevent"
 # One worker on the embedded default: fakeredis lives inside a process, so workers could not share it.
@@ -22,6 +25,48 @@ errorlog = "-"
 # fight over; epm is managed through signals and `flask jobs`, so it is off.
 control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+# -- metrics: prometheus_client's multiprocess mode (epm/metrics.py) ---------------------------------
+def _metrics_dir() -> str:
+    """The directory where each worker writes its metrics and where a scrape of any worker adds them up.
+
+    One per server: instances on one host must not share it. ``PROMETHEUS_MULTIPROC_DIR`` names it when
+    the operator sets it; otherwise a fresh temporary one, removed when the server exits. It is set here,
+    when the master reads this file, because prometheus_client reads it once, at its first import: in
+    each worker, or in the master for a preloaded app.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    owner = os.environ.get("EPM_METRICS_DIR_OWNER")
+    if path and owner in (None, str(os.getpid())):
+        return path  # the operator's, or ours read again on a reload (SIGHUP)
+    path = tempfile.mkdtemp(prefix="epm-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.environ["EPM_METRICS_DIR_OWNER"] = str(os.getpid())
+    return path
+
+
+metrics_dir = _metrics_dir()
+
+
+def on_starting(server):
+    """Start with an empty metrics directory: values left by an earlier server would be added to ours."""
+    os.makedirs(metrics_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(metrics_dir, "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges (jobs running, streams open) stop counting; its counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+
+def on_exit(server):
+    """Remove the metrics directory if this server made it."""
+    if os.environ.get("EPM_METRICS_DIR_OWNER") == str(os.getpid()):
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # -- the job system's part in a worker's life (epm/jobs/lifecycle.py) ---------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from . import config as config_module
-from . import errors, logs
+from . import errors, logs, metrics
 from .extensions import csrf, db, describe_backends, init_redis, login_manager, migrate
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -40,6 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .web import auth
 
     jobs.init_app(app, current_user_id=auth.current_user_id)
+    metrics.init_app(app)
     web.init_app(app)
     errors.init_app(app)
 

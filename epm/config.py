@@ -85,6 +85,8 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EPM_SSE_HEARTBEAT": _float(env, "EPM_SSE_HEARTBEAT", 15.0),
         # Seconds a Redis command may take before the API answers 503 instead of hanging.
         "EPM_REDIS_TIMEOUT": _float(env, "EPM_REDIS_TIMEOUT", 2.0),
+        # Seconds each check of /readyz (Redis PING, database SELECT 1) may take before it counts as down.
+        "EPM_READY_TIMEOUT": _float(env, "EPM_READY_TIMEOUT", 2.0),
         # Background maintenance (reaper, outbox flusher) in every app process.
         "EPM_MAINTENANCE": _bool(env, "EPM_MAINTENANCE", True),
         "EPM_MAINTENANCE_INTERVAL": _float(env, "EPM_MAINTENANCE_INTERVAL", 5.0),

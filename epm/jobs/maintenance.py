@@ -19,6 +19,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
+from . import signals
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -75,6 +76,7 @@ class Maintenance:
             count = task()
         except (redis.RedisError, SQLAlchemyError) as exc:
             db.session.rollback()
+            signals.backend_error.send(exc, backend="redis" if isinstance(exc, redis.RedisError) else "database")
             if isinstance(exc, redis.RedisError):
                 self._redis_lost = True
             if name not in self._failing:

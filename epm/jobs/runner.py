@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from .. import logs
 from . import signals
 from .job import Job, JobStatus, iso, next_seq, utcnow
 from .registry import Operation
@@ -179,6 +180,7 @@ class _LiveJob:
             except redis.RedisError as exc:
                 # Keep working: the next save writes the whole state again, so nothing is lost.
                 if not self.redis_failing:
+                    signals.backend_error.send(exc, backend="redis")
                     log.warning("job %s: Redis write failed (%s); the job goes on and re-writes its state "
                                 "when Redis is back", self.job.id, exc, extra=_log_extra(self.job))
                 self.redis_failing = True
@@ -286,7 +288,7 @@ class Runner:
         job = live.job
         pulse = threading.Thread(target=live.pulse, daemon=True, name=f"pulse-{job.id}")
         try:
-            with self.app.app_context():
+            with self.app.app_context(), logs.job_context(job):
                 pulse.start()
                 self._execute(live, operation, params)
         finally:
@@ -294,6 +296,7 @@ class Runner:
             live.wake.set()
             self._live.pop(job.id, None)
             self._threads.pop(job.id, None)
+            signals.job_stopped.send(job)
 
     def _execute(self, live: _LiveJob, operation: Operation, params: dict[str, Any]) -> None:
         from ..extensions import db

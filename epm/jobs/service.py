@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import BackendDown, Conflict, JobNotFound
 from ..extensions import db
+from ..logs import job_fields
 from . import signals
 from .job import Job, JobStatus, iso, next_seq, utcnow
 from .models import BackgroundJob
@@ -72,7 +73,7 @@ class JobService:
             db.session.rollback()
             self.store.release_lock(job)
             signals.backend_error.send(exc, backend="database")
-            log.error("job %s not started: the database is unavailable (%s)", job.id, exc)
+            log.error("job %s not started: the database is unavailable (%s)", job.id, exc, extra=job_fields(job))
             raise BackendDown("The database is unavailable, so the job was not started. "
                               "Try again in a minute.", code="database_unavailable") from exc
         try:
@@ -82,6 +83,8 @@ class JobService:
             raise
         # The runner owns ``job`` from here and changes it as it runs: answer with the state as started.
         started = replace(job, extra=dict(job.extra))
+        log.info("job %s created (%s%s)", job.id, job_type, f", retry of {retry_of}" if retry_of else "",
+                 extra=job_fields(job))
         self.runner.submit(job, operation, params or {})
         return started
 
@@ -93,7 +96,7 @@ class JobService:
         except SQLAlchemyError as exc:
             db.session.rollback()
             log.warning("job %s: could not remove the row of a start that failed (%s); the reaper will "
-                        "end it", job.id, exc)
+                        "end it", job.id, exc, extra=job_fields(job))
         # Redis is what failed; if the lock stays, the next start finds it stale (its holder has no state).
         with suppress(redis.RedisError):
             self.store.release_lock(job)
@@ -192,6 +195,7 @@ class JobService:
         if job.is_terminal:
             raise Conflict(f"This job has already {_finished_word(job.status)}.", code="already_finished")
         self.store.request_cancel(job_id)
+        log.info("job %s: cancel requested", job_id, extra=job_fields(job))
         job.cancel_requested = True
         if job_id not in self.runner.running:
             # No runner here: if none anywhere (its heartbeat lapsed), end it now.
@@ -238,7 +242,7 @@ class JobService:
             db.session.rollback()
             signals.backend_error.send(exc, backend="database")
             log.warning("job %s: terminal state not written to the database (%s); queued in the outbox",
-                        job.id, exc, extra={"job_id": job.id, "job_type": job.job_type})
+                        job.id, exc, extra=job_fields(job))
             self._outbox_add(job.id)
             return False
         if recorded is not None:
@@ -248,18 +252,20 @@ class JobService:
 
     def _restore_recorded(self, job: Job, recorded: Job) -> None:
         log.warning("job %s: already recorded as %s (%s); %s (%s) is not written", job.id, recorded.status.value,
-                    recorded.error_code, job.status.value, job.error_code, extra={"job_id": job.id})
+                    recorded.error_code, job.status.value, job.error_code, extra=job_fields(job))
         recorded.seq = next_seq(max(job.seq, recorded.seq))
         try:
             self.store.save(recorded)
         except redis.RedisError as exc:
-            log.warning("job %s: could not put the recorded state back into Redis (%s)", job.id, exc)
+            log.warning("job %s: could not put the recorded state back into Redis (%s)", job.id, exc,
+                        extra=job_fields(job))
 
     def _outbox_add(self, job_id: str) -> None:
         try:
             self.store.outbox_add(job_id)
         except Exception:
-            log.exception("job %s: neither the database nor Redis took its terminal state", job_id)
+            log.exception("job %s: neither the database nor Redis took its terminal state", job_id,
+                          extra={"job_id": job_id})
 
     def _after_recorded(self, job: Job) -> None:
         try:
@@ -267,7 +273,7 @@ class JobService:
             self.store.expire(job.id)
             self.store.outbox_remove(job.id)
         except Exception as exc:
-            log.warning("job %s: recorded, but Redis housekeeping failed (%s)", job.id, exc)
+            log.warning("job %s: recorded, but Redis housekeeping failed (%s)", job.id, exc, extra=job_fields(job))
 
     # -- maintenance ---------------------------------------------------------------------------
     def flush_outbox(self, limit: int = 100) -> int:
@@ -280,7 +286,7 @@ class JobService:
                 continue
             if not self.record_terminal(job):
                 break
-            log.info("outbox: job %s written to the database", job_id, extra={"job_id": job_id})
+            log.info("outbox: job %s written to the database", job_id, extra=job_fields(job))
             written += 1
         return written
 
@@ -298,7 +304,7 @@ class JobService:
                 except SQLAlchemyError as exc:
                     db.session.rollback()
                     log.warning("reaper: job %s left for later: its hash is gone and the database is "
-                                "unavailable (%s)", job_id, exc)
+                                "unavailable (%s)", job_id, exc, extra={"job_id": job_id})
                     continue
                 fallback = row.to_job() if row is not None else None
             job = self.store.finish_orphan(job_id, JobStatus.FAILED, error_code="interrupted",
@@ -306,7 +312,7 @@ class JobService:
             if job is None:
                 continue
             log.warning("reaper: job %s interrupted (no heartbeat)", job_id,
-                        extra={"job_id": job_id, "job_type": job.job_type, "user_id": job.user_id})
+                        extra=job_fields(job))
             signals.job_reaped.send(job)
             self.record_terminal(job)
             reaped.append(job)

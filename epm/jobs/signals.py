@@ -10,9 +10,13 @@ job_started = _signals.signal("job-started")
 job_saved = _signals.signal("job-saved")
 #: sent with the Job once it reached a terminal state
 job_finished = _signals.signal("job-finished")
+#: sent with the Job when this process's runner let go of it, however it ended (also when a reaper ended it)
+job_stopped = _signals.signal("job-stopped")
 #: sent with the Job when the reaper marked it interrupted
 job_reaped = _signals.signal("job-reaped")
 #: sent with the hub when an event stream opens or closes (``delta`` is +1 or -1)
 stream_changed = _signals.signal("stream-changed")
+#: sent with a live ``sse.Message`` as an event stream hands it to the server (once per stream)
+event_delivered = _signals.signal("event-delivered")
 #: sent with an exception when Redis or the database failed (``backend`` is "redis" or "database")
 backend_error = _signals.signal("backend-error")

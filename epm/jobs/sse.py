@@ -294,6 +294,7 @@ def _events(hub: EventHub, sub: Subscription, jobs: list[Job], snapshot: Callabl
             assert isinstance(item, Message)
             if item.seq <= sent.get(item.job_id, 0):
                 continue
+            signals.event_delivered.send(item)
             yield _send(item, sent)
             if single_job and item.terminal:
                 return

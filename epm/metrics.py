@@ -1,0 +1,183 @@
+"""Prometheus metrics: the job system's signals counted, exposed at ``/metrics``.
+
+Under gunicorn every worker is a process of its own, so counters live in prometheus_client's
+multiprocess mode: each process writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` (which
+gunicorn.conf.py prepares before the workers start and sets for them) and a scrape, answered by
+any worker, adds up the files of all of them. A process without that variable (``flask run``, the
+tests, the CLI) keeps its metrics in memory and reports its own.
+
+The jobs do not know the metrics: they send blinker signals (epm/jobs/signals.py) and this module
+listens. Each receiver costs about a microsecond; the per-client event stream path sends one signal
+per event it writes, and only the first stream to write an event measures its delivery latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, values
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+
+from .jobs import signals
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .jobs.job import Job
+    from .jobs.store import JobStore
+
+log = logging.getLogger("epm.metrics")
+
+# The ``*_created`` series say when a process first counted; multiprocess mode has none, so neither has this.
+disable_created_metrics()
+
+JOBS_STARTED = Counter("epm_jobs_started_total", "Jobs whose runner started them, by operation.", ["job_type"])
+JOBS_FINISHED = Counter("epm_jobs_finished_total",
+                        "Jobs that reached a terminal state, by operation and final status (reaped ones included).",
+                        ["job_type", "status"])
+JOBS_RUNNING = Gauge("epm_jobs_running", "Jobs running now in the server's processes.",
+                     multiprocess_mode="livesum")
+JOB_DURATION = Histogram("epm_job_duration_seconds", "From running to the terminal state, by operation.",
+                         ["job_type"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+EVENTS_PUBLISHED = Counter("epm_job_events_published_total",
+                           "Job states written and published by runners (one PUBLISH per channel), by operation.",
+                           ["job_type"])
+SSE_STREAMS = Gauge("epm_sse_streams", "Event streams (SSE clients) connected now.", multiprocess_mode="livesum")
+DELIVERY_LATENCY = Histogram("epm_event_delivery_seconds",
+                             "From a job state's write (its seq clock) to the first event stream that sends it.",
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+JOBS_REAPED = Counter("epm_jobs_reaped_total", "Jobs the reaper ended as interrupted (no heartbeat), by operation.",
+                      ["job_type"])
+BACKEND_ERRORS = Counter("epm_backend_errors_total", "Failed calls to Redis or the database.", ["backend"])
+
+# Jobs this process started and has not let go of: id -> monotonic start, for the gauge and durations.
+_running: dict[str, float] = {}
+# job id -> the newest seq whose delivery was measured; the first stream to send an event measures it.
+_delivered: dict[str, int] = {}
+_DELIVERED_KEEP = 10_000
+# Counter children by label, so the per-event path skips prometheus_client's label lookup.
+_published: dict[str, Any] = {}
+_connected = False
+
+
+def multiprocess() -> bool:
+    """True when this process shares its metrics with the server's other processes through files.
+
+    prometheus_client chose when it was first imported, from ``PROMETHEUS_MULTIPROC_DIR``.
+    """
+    return values.ValueClass is not values.MutexValue
+
+
+def init_app(app: Flask) -> None:
+    """Listen to the job system's signals (once per process, whatever the number of apps)."""
+    global _connected
+    app.extensions["epm.metrics"] = True
+    if _connected:
+        return
+    signals.job_started.connect(_on_started)
+    signals.job_saved.connect(_on_saved)
+    signals.job_finished.connect(_on_finished)
+    signals.job_stopped.connect(_on_stopped)
+    signals.job_reaped.connect(_on_reaped)
+    signals.stream_changed.connect(_on_stream_changed)
+    signals.event_delivered.connect(_on_delivered)
+    signals.backend_error.connect(_on_backend_error)
+    _connected = True
+
+
+def render(store: JobStore, accept: str | None = None) -> tuple[bytes, str]:
+    """The exposition and its content type (OpenMetrics when ``accept`` asks for it, else Prometheus text).
+
+    Every process's metrics (or this one's), and the cluster's queues read from Redis now.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    if multiprocess():
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        MultiProcessCollector(registry)
+    else:
+        registry.register(REGISTRY)
+    registry.register(_LiveState(store))
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+class _LiveState:
+    """Gauges read from Redis at each scrape: the same for every instance, so aggregate them with max()."""
+
+    def __init__(self, store: JobStore):
+        self.store = store
+
+    def collect(self):
+        import redis
+
+        try:
+            pipe = self.store.redis.pipeline(transaction=False)
+            pipe.zcard(self.store.outbox_key)
+            pipe.zcard(self.store.active_key)
+            pipe.zcount(self.store.active_key, "-inf", time.time())
+            outbox, active, overdue = pipe.execute()
+        except redis.RedisError as exc:
+            # The scrape still answers with the process metrics; the error is counted and readyz says why.
+            _on_backend_error(exc, backend="redis")
+            log.warning("metrics: Redis gauges left out of this scrape: %s", exc)
+            return
+        yield GaugeMetricFamily("epm_outbox_depth", "Finished jobs waiting in the outbox for the database.",
+                                value=outbox)
+        yield GaugeMetricFamily("epm_jobs_active", "Jobs in the active set (running or pending, any instance).",
+                                value=active)
+        yield GaugeMetricFamily("epm_jobs_overdue", "Active jobs whose heartbeat deadline passed (the reaper's next).",
+                                value=overdue)
+
+
+# -- receivers: each does a few dictionary operations and an increment ---------------------------------
+def _on_started(job: Job, **_: Any) -> None:
+    _running[job.id] = time.monotonic()
+    JOBS_STARTED.labels(job.job_type).inc()
+    JOBS_RUNNING.inc()
+
+
+def _on_saved(job: Job, **_: Any) -> None:
+    child = _published.get(job.job_type)
+    if child is None:
+        child = _published[job.job_type] = EVENTS_PUBLISHED.labels(job.job_type)
+    child.inc()
+
+
+def _on_finished(job: Job, **_: Any) -> None:
+    JOBS_FINISHED.labels(job.job_type, job.status.value).inc()
+    started = _running.get(job.id)
+    if started is not None:
+        JOB_DURATION.labels(job.job_type).observe(time.monotonic() - started)
+
+
+def _on_stopped(job: Job, **_: Any) -> None:
+    if _running.pop(job.id, None) is not None:
+        JOBS_RUNNING.dec()
+
+
+def _on_reaped(job: Job, **_: Any) -> None:
+    JOBS_REAPED.labels(job.job_type).inc()
+    JOBS_FINISHED.labels(job.job_type, job.status.value).inc()
+
+
+def _on_stream_changed(_hub: Any, delta: int = 0, **__: Any) -> None:
+    SSE_STREAMS.inc(delta)
+
+
+def _on_delivered(message: Any, **_: Any) -> None:
+    # The same event reaches each stream following it (and on two channels): measure it once.
+    if _delivered.get(message.job_id, 0) >= message.seq:
+        return
+    if len(_delivered) >= _DELIVERED_KEEP:
+        _delivered.clear()
+    _delivered[message.job_id] = message.seq
+    # seq is the millisecond clock of the state's write (see epm.jobs.job.next_seq).
+    DELIVERY_LATENCY.observe(max(0.0, time.time() - message.seq / 1000))
+
+
+def _on_backend_error(_error: Any, backend: str = "unknown", **_: Any) -> None:
+    BACKEND_ERRORS.labels(backend if backend in ("redis", "database") else "unknown").inc()
