@@ -1,0 +1,26 @@
+// main.js — the one entry point on every signed-in page: widgets subscribe to jobs.js, then it goes live.
+
+import * as jobs from "./jobs.js";
+import * as badge from "./badge.js";
+import * as dashboard from "./dashboard.js";
+import * as programs from "./programs.js";
+import * as progress from "./progress.js";
+import * as time from "./time.js";
+import * as title from "./title.js";
+import * as toast from "./toast.js";
+import * as tracker from "./tracker.js";
+
+tracker.init(document.getElementById("job-tracker"));
+badge.init(document.querySelectorAll("[data-running-badge]"));
+progress.init(document.querySelectorAll("section.operation[data-operation][data-session-id]"));
+dashboard.init(document.querySelector("[data-jobs-dashboard]"), document.querySelector("[data-live-job]"));
+programs.init(document.querySelector("[data-programs-in-progress]"), document.querySelector("[data-programs-recent]"));
+title.init();
+time.init();
+jobs.start();
+toast.init(document.getElementById("toasts"));
+
+// Signing out forgets this user's jobs in this browser (a shared computer keeps nothing of them).
+for (const form of document.querySelectorAll('form[action$="/logout"]')) {
+  form.addEventListener("submit", () => jobs.forget());
+}

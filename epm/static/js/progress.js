@@ -1,0 +1,150 @@
+// progress.js — a session page's operations: start buttons, progress bars that come back, outcomes.
+//
+// Each `section.operation[data-operation][data-session-id]` shows the newest job of its operation for
+// its session: while one is active (started in any tab) the start button is disabled and reads
+// "EPM generation in progress…", and the bar follows it; when it ends, "Completed — View program" or
+// "Failed: <reason>" with Retry. The server renders the same states, so the page works without JS.
+
+import * as jobs from "./jobs.js";
+import { el, failureText, progressBar, resultUrl, runningText, updateProgressBar, viewLabel } from "./ui.js";
+import { timeElement } from "./time.js";
+
+const RECENT_OUTCOME_MS = 10 * 60 * 1000;
+
+export function init(sections) {
+  const panels = [...sections].map(setUp);
+  if (!panels.length) return;
+  jobs.subscribe(() => panels.forEach(render));
+}
+
+function setUp(section) {
+  const panel = {
+    section,
+    operation: section.dataset.operation,
+    sessionId: section.dataset.sessionId,
+    runningLabel: section.dataset.runningLabel,
+    button: section.querySelector("button[data-start]"),
+    area: section.querySelector("[data-job-progress]"),
+    latest: section.querySelector("[data-latest-result]"),
+    watched: new Set(),
+    shownKey: null,
+  };
+  const rendered = panel.area.dataset.jobId;
+  if (rendered) panel.watched.add(rendered);
+  panel.idleLabel = panel.button.dataset.idleLabel || panel.button.textContent.trim();
+  const form = panel.button.closest("form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    start(panel);
+  });
+  panel.area.addEventListener("submit", (event) => {
+    const button = event.target.querySelector("[data-retry-job]");
+    if (!button) return;
+    event.preventDefault();
+    retry(panel, button.dataset.retryJob, button);
+  });
+  return panel;
+}
+
+function jobsOf(panel) {
+  return jobs.all().filter((job) => job.job_type === panel.operation && String(job.session_id) === panel.sessionId);
+}
+
+function render(panel) {
+  const mine = jobsOf(panel);
+  const running = mine.find(jobs.isActive);
+  if (running) {
+    panel.watched.add(running.id);
+    panel.button.disabled = true;
+    panel.button.textContent = panel.runningLabel;
+    showRunning(panel, running);
+    return;
+  }
+  if (!panel.button.dataset.busy) {
+    panel.button.disabled = false;
+    panel.button.textContent = panel.idleLabel;
+  }
+  const newest = mine[0];
+  if (newest && (panel.watched.has(newest.id) || endedRecently(newest))) showOutcome(panel, newest);
+}
+
+function endedRecently(job) {
+  const ended = Date.parse(job.completed_at || "");
+  return Number.isFinite(ended) && Date.now() - ended < RECENT_OUTCOME_MS;
+}
+
+function showRunning(panel, job) {
+  const key = `${job.id}:running`;
+  if (panel.shownKey !== key) {
+    const label = panel.operation === "epm_generation" ? "EPM generation progress"
+      : `${panel.section.querySelector("h2").textContent} progress`;
+    panel.area.replaceChildren(progressBar(job, label), el("p", { class: "progress-text" }));
+    panel.area.dataset.jobId = job.id;
+    panel.shownKey = key;
+  }
+  updateProgressBar(panel.area.querySelector(".progress"), job);
+  panel.area.querySelector(".progress-text").textContent = runningText(job);
+}
+
+function showOutcome(panel, job) {
+  const key = `${job.id}:${job.status}`;
+  if (panel.shownKey === key) return;
+  panel.shownKey = key;
+  panel.area.dataset.jobId = job.id;
+  const url = resultUrl(job);
+  if (job.status === "completed") {
+    panel.area.replaceChildren(el("p", { class: "job-done" }, "Completed — ",
+      url ? el("a", { href: url }, viewLabel(job)) : "done"));
+    if (url && panel.latest) {
+      panel.latest.replaceChildren(el("a", { href: url }, viewLabel(job)), " ",
+        el("span", { class: "muted" }, timeElement(job.completed_at)));
+    }
+    return;
+  }
+  const text = job.status === "cancelled"
+    ? el("p", { class: "job-cancelled" }, "Cancelled")
+    : el("p", { class: "job-failed" }, `Failed: ${failureText(job)}`);
+  const button = el("button", { type: "button", class: "button job-retry" }, "Retry");
+  button.addEventListener("click", () => retry(panel, job.id, button));
+  panel.area.replaceChildren(text, button);
+}
+
+async function start(panel) {
+  const { button } = panel;
+  button.disabled = true;
+  button.dataset.busy = "1";
+  button.textContent = panel.runningLabel;
+  clearError(panel);
+  try {
+    const { job } = await jobs.startAt(`/api/sessions/${encodeURIComponent(panel.sessionId)}/${panel.operation}`);
+    panel.watched.add(job.id);
+    render(panel);
+  } catch (error) {
+    showError(panel, error.message);
+  } finally {
+    delete button.dataset.busy;
+    render(panel);
+  }
+}
+
+async function retry(panel, jobId, button) {
+  button.disabled = true;
+  clearError(panel);
+  try {
+    const job = await jobs.retry(jobId);
+    panel.watched.add(job.id);
+    render(panel);
+  } catch (error) {
+    button.disabled = false;
+    showError(panel, error.message);
+  }
+}
+
+function showError(panel, message) {
+  clearError(panel);
+  panel.area.after(el("p", { class: "job-error", role: "alert" }, message));
+}
+
+function clearError(panel) {
+  panel.section.querySelectorAll(".job-error").forEach((node) => node.remove());
+}

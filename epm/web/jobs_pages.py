@@ -1,0 +1,117 @@
+"""The jobs dashboard: every job of the user, filterable, with Cancel and Retry; one job's page.
+
+Server-rendered so it works without JS; ``static/js/dashboard.js`` keeps it live.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+
+from ..errors import EpmError
+from ..jobs import current_jobs
+from ..jobs.job import JobStatus, parse_iso
+from ..jobs.registry import all_operations
+from .auth import current_user_id
+
+bp = Blueprint("jobs_pages", __name__)
+
+LIMIT = 100
+
+
+def _uid() -> str:
+    return str(current_user_id())
+
+
+@bp.app_template_filter("ago")
+def ago(value: str | datetime | None, now: datetime | None = None) -> str:
+    """"2 minutes ago" for an ISO time or a datetime (naive ones are UTC), "" for none."""
+    when = parse_iso(value) if isinstance(value, str) else value
+    if when is None:
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = ((now or datetime.now(UTC)) - when).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 45:
+        return "just now"
+    for unit, size in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
+                       ("hour", 3600), ("minute", 60)):
+        if seconds >= size * 0.75:
+            count = max(1, round(seconds / size))
+            label = f"{count} {unit}{'' if count == 1 else 's'}"
+            return f"in {label}" if future else f"{label} ago"
+    return "just now"
+
+
+@bp.app_template_filter("exact_time")
+def exact_time(value: str | datetime | None) -> str:
+    when = parse_iso(value) if isinstance(value, str) else value
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+
+
+@bp.get("/jobs")
+@login_required
+def index():
+    operations = {op.name: op.title for op in all_operations()}
+    status = request.args.get("status") or None
+    job_type = request.args.get("job_type") or None
+    problems = []
+    if status and status not in {s.value for s in JobStatus}:
+        problems.append(f"There is no status “{status}”: choose one from the list.")
+        status = None
+    if job_type and job_type not in operations:
+        problems.append(f"There is no job type “{job_type}”: choose one from the list.")
+        job_type = None
+    listed = current_jobs().list(_uid(), limit=LIMIT, status=status, job_type=job_type)
+    running = [job for job in listed if not job.is_terminal]
+    finished = [job for job in listed if job.is_terminal]
+    return render_template("jobs/index.html", running=running, finished=finished, operations=operations,
+                           statuses=[s.value for s in JobStatus], status=status, job_type=job_type,
+                           problems=problems), 400 if problems else 200
+
+
+@bp.get("/jobs/<job_id>")
+@login_required
+def show(job_id: str):
+    service = current_jobs()
+    job = service.get(job_id, _uid())
+    retries = [other for other in service.list(_uid(), limit=LIMIT) if other.retry_of == job.id]
+    return render_template("jobs/show.html", job=job, retried_as=retries[0] if retries else None)
+
+
+@bp.post("/jobs/<job_id>/cancel")
+@login_required
+def cancel(job_id: str):
+    try:
+        job = current_jobs().cancel(job_id, _uid())
+    except EpmError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Cancelling {job.title or job.job_type}…", "success")
+    return redirect(_back())
+
+
+@bp.post("/jobs/<job_id>/retry")
+@login_required
+def retry(job_id: str):
+    try:
+        job = current_jobs().retry(job_id, _uid())
+    except EpmError as exc:
+        flash(exc.message, "error")
+        return redirect(_back())
+    flash(f"{job.title or job.job_type} started again. You can leave this page; it keeps running.", "success")
+    return redirect(_back())
+
+
+def _back() -> str:
+    """Where the form came from (``next``, a path on this site), else the dashboard."""
+    target = request.form.get("next") or request.args.get("next") or ""
+    parts = urlsplit(target)
+    if target.startswith("/") and not target.startswith("//") and not parts.scheme and not parts.netloc:
+        return target
+    return url_for("jobs_pages.index")
