@@ -4,9 +4,12 @@ Every value can be overridden from the environment (``WEB_CONCURRENCY``, ``PORT`
 """
 
 import glob
+import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 
 worker_class = "gevent"
 # One worker on the embedded default: fakeredis lives inside a process, so workers could not share it.
@@ -25,6 +28,39 @@ errorlog = "-"
 # fight over; epm is managed through signals and `flask jobs`, so it is off.
 control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# The request id epm puts on its own log lines (epm/logs.py) ends each access line, to join the two.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" request_id=%({x-request-id}o)s'
+
+
+# -- logs: with LOG_FORMAT=json, gunicorn's own lines are JSON objects too -----------------------------
+class _JsonLines(logging.Formatter):
+    """gunicorn's lines in the shape of epm's (epm/logs.py, not imported here: the master must not load the
+    app's modules before gevent patches the workers)."""
+
+    converter = time.gmtime
+
+    def format(self, record):
+        data = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
+                "pid": record.process}
+        if isinstance(record.args, dict) and record.args.get("{x-request-id}o", "-") != "-":
+            data["request_id"] = record.args["{x-request-id}o"]  # an access line: gunicorn's atoms are its args
+        if record.exc_info:
+            data["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+if os.environ.get("LOG_FORMAT", "text").lower() == "json":
+    _stream = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    logconfig_dict = {
+        "formatters": {"json": {"()": _JsonLines}},
+        "handlers": {"stderr": _stream,
+                     "access": {**_stream, "stream": "ext://sys.stdout"} if accesslog in (None, "-")
+                     else {"class": "logging.FileHandler", "formatter": "json", "filename": accesslog}},
+        "root": {"level": "WARNING", "handlers": ["stderr"]},
+        "loggers": {"gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+                    "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False}},
+    }
 
 
 # -- metrics: prometheus_client's multiprocess mode (epm/metrics.py) ---------------------------------

@@ -115,22 +115,18 @@ class _LiveState:
         import redis
 
         try:
-            pipe = self.store.redis.pipeline(transaction=False)
-            pipe.zcard(self.store.outbox_key)
-            pipe.zcard(self.store.active_key)
-            pipe.zcount(self.store.active_key, "-inf", time.time())
-            outbox, active, overdue = pipe.execute()
+            queues = self.store.queue_stats()
         except redis.RedisError as exc:
             # The scrape still answers with the process metrics; the error is counted and readyz says why.
             _on_backend_error(exc, backend="redis")
             log.warning("metrics: Redis gauges left out of this scrape: %s", exc)
             return
         yield GaugeMetricFamily("epm_outbox_depth", "Finished jobs waiting in the outbox for the database.",
-                                value=outbox)
+                                value=queues["outbox"])
         yield GaugeMetricFamily("epm_jobs_active", "Jobs in the active set (running or pending, any instance).",
-                                value=active)
+                                value=queues["active"])
         yield GaugeMetricFamily("epm_jobs_overdue", "Active jobs whose heartbeat deadline passed (the reaper's next).",
-                                value=overdue)
+                                value=queues["overdue"])
 
 
 # -- receivers: each does a few dictionary operations and an increment ---------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis
 
@@ -187,6 +188,27 @@ class JobStore:
     def overdue_ids(self, now: float | None = None) -> list[str]:
         return self.redis.zrangebyscore(self.active_key, "-inf", now if now is not None else time.time())
 
+    def inspect(self, job_id: str) -> dict[str, Any]:
+        """Everything Redis holds about one job, for an operator: its hash, the hash's TTL, its heartbeat
+        deadline and whether it waits in the outbox. One round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.job_key(job_id))
+        pipe.ttl(self.job_key(job_id))
+        pipe.zscore(self.active_key, job_id)
+        pipe.zscore(self.outbox_key, job_id)
+        data, ttl, deadline, queued = pipe.execute()
+        return {"key": self.job_key(job_id), "hash": data, "ttl": ttl if ttl >= 0 else None,
+                "deadline": deadline, "in_outbox": queued is not None}
+
+    def queue_stats(self, now: float | None = None) -> dict[str, int]:
+        """Sizes of the shared queues: jobs in the active set, those overdue, the outbox. One round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.active_key)
+        pipe.zcount(self.active_key, "-inf", now if now is not None else time.time())
+        pipe.zcard(self.outbox_key)
+        active, overdue, outbox = pipe.execute()
+        return {"active": active, "overdue": overdue, "outbox": outbox}
+
     # -- finishing a job whose runner is gone --------------------------------------------------
     def watch(self, job_id: str) -> None:
         """Give a job a heartbeat deadline if it has none, so the reaper ends it unless a runner is alive."""
@@ -248,6 +270,26 @@ class JobStore:
 
     def outbox_depth(self) -> int:
         return self.redis.zcard(self.outbox_key)
+
+    # -- purging finished jobs ----------------------------------------------------------------
+    def purge(self, jobs: Iterable[tuple[str, str]]) -> int:
+        """Remove finished jobs, given as ``(job id, user id)``, from Redis: their hashes, their places in
+        their users' indexes and in the outbox; each user's version is bumped. Returns the hashes deleted.
+
+        Only for jobs whose records are deleted too: a job still active must never be passed here.
+        """
+        jobs = list(jobs)
+        if not jobs:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, user_id in jobs:
+            pipe.delete(self.job_key(job_id))
+            pipe.zrem(self.user_jobs_key(user_id), job_id)
+            pipe.zrem(self.outbox_key, job_id)
+        for user_id in {user_id for _, user_id in jobs}:
+            pipe.incr(self.user_version_key(user_id))
+        results = pipe.execute()
+        return sum(results[0:3 * len(jobs):3])
 
     # -- reconciliation after Redis lost its data ---------------------------------------------
     @property
