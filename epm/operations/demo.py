@@ -7,7 +7,8 @@ system's tests and benchmarks drive. Parameters (all optional):
 - ``step_seconds`` (0-30): pacing of each step, instead of ``EPM_STAGE_SECONDS``;
 - ``fail_at`` (a step number): fail there with a message for the user;
 - ``crash_at`` (a step number): raise an unexpected error there (the user sees a safe message);
-- ``cpu_ms`` (0-10000): burn this much CPU per step off the event loop, like a heavy computation.
+- ``cpu_ms`` (0-10000): burn this much CPU per step off the event loop, like a heavy computation;
+- ``label`` (text, up to 200 characters): shown in each step's message ("Step 2 of 5 — <label>").
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     for name in ("fail_at", "crash_at"):
         if params.get(name) is not None:
             clean[name] = int(_number(params, name, 0, 1, 10_000))
+    label = params.get("label")
+    if label is not None:
+        if not isinstance(label, str) or len(label) > 200:
+            raise ValidationFailed("label must be text of at most 200 characters.", {"label": "too long or not text"})
+        clean["label"] = label
     if params.get("cpu_ms"):
         clean["cpu_ms"] = _number(params, "cpu_ms", 0, 0, 10_000)
     return clean
@@ -62,7 +68,8 @@ def countdown(ctx: JobContext) -> dict[str, Any]:
             raise OperationError(f"The countdown was told to fail at step {step}.", code="demo_failure")
         if params.get("crash_at") == step:
             raise RuntimeError(f"demo crash at step {step}")
-        ctx.stage(100 * (step - 1) / steps, f"Step {step} of {steps}", params.get("step_seconds"))
+        label = f" — {params['label']}" if params.get("label") else ""
+        ctx.stage(100 * (step - 1) / steps, f"Step {step} of {steps}{label}", params.get("step_seconds"))
         if params.get("cpu_ms"):
             ctx.run_blocking(burn_cpu, params["cpu_ms"])
     return {"summary": f"Counted {steps} steps", "url": f"/jobs/{ctx.job_id}", "steps": steps}

@@ -54,6 +54,7 @@ function initDashboard(root) {
     root.querySelector(".empty-running").hidden = running > 0;
     const section = root.querySelector("[data-running-section]");
     if (running) section.hidden = false;
+    root.querySelector(".empty-finished").hidden = bodies.finished.rows.length > 0 || !running;
     const empty = root.querySelector("p.empty");
     if (empty && (running || bodies.finished.rows.length)) empty.remove();
   }
