@@ -110,7 +110,7 @@ def test_job_page_shows_outcome_and_links_the_retry(auth_client):
 
     done = _finished(auth_client, _start(auth_client, steps=1)["id"])
     page = auth_client.get(done["result"]["url"]).get_data(as_text=True)
-    assert "Countdown finished" in page and "Counted 1 steps" in page
+    assert "Countdown finished" in page and "Counted 1 step" in page
 
 
 def test_another_users_job_page_and_actions_are_not_found(app, auth_client):

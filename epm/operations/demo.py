@@ -72,4 +72,4 @@ def countdown(ctx: JobContext) -> dict[str, Any]:
         ctx.stage(100 * (step - 1) / steps, f"Step {step} of {steps}{label}", params.get("step_seconds"))
         if params.get("cpu_ms"):
             ctx.run_blocking(burn_cpu, params["cpu_ms"])
-    return {"summary": f"Counted {steps} steps", "url": f"/jobs/{ctx.job_id}", "steps": steps}
+    return {"summary": f"Counted {steps} step{'' if steps == 1 else 's'}", "url": f"/jobs/{ctx.job_id}", "steps": steps}

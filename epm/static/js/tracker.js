@@ -10,6 +10,7 @@ const NOTE = "You can safely navigate anywhere — we'll tell you when it's read
 
 let root = null;
 let dismissedKey = null;
+let collapsedKey = null;
 let dismissed = new Set();
 const seenActive = new Set();
 const entries = new Map(); // job id -> {node, status}
@@ -17,13 +18,13 @@ const entries = new Map(); // job id -> {node, status}
 export function init(region) {
   if (!region) return;
   root = region;
-  dismissedKey = `epm:tracker:dismissed:${document.querySelector('meta[name="epm-user"]').content}`;
+  const user = document.querySelector('meta[name="epm-user"]').content;
+  dismissedKey = `epm:tracker:dismissed:${user}`;
+  collapsedKey = `epm:tracker:collapsed:${user}`;
   dismissed = loadDismissed();
   addEventListener("storage", (event) => {
-    if (event.key === dismissedKey) {
-      dismissed = loadDismissed();
-      render();
-    }
+    if (event.key === dismissedKey) dismissed = loadDismissed();
+    if (event.key === dismissedKey || event.key === collapsedKey) render();
   });
   jobs.subscribe(render);
 }
@@ -65,7 +66,6 @@ function render() {
     return;
   }
   if (!root.querySelector(".tracker-head")) root.prepend(renderHead());
-  updateNotifyButton();
   for (const job of list) {
     const entry = entries.get(job.id);
     if (entry && entry.status === job.status) {
@@ -77,29 +77,51 @@ function render() {
       entries.set(job.id, { node, status: job.status });
     }
   }
+  updateHead();
   root.hidden = false;
 }
 
 function renderHead() {
   const count = el("span", { class: "tracker-count" });
+  const toggle = el("button", { type: "button", class: "tracker-toggle", "aria-controls": root.id,
+    onclick: () => {
+      localStorage.setItem(collapsedKey, isCollapsed() ? "0" : "1");
+      render();
+    } });
   return el("header", { class: "tracker-head" },
-    el("h2", { class: "tracker-heading" }, "Background jobs ", count),
+    el("h2", { class: "tracker-heading" }, "Background jobs ", count), toggle,
     el("button", { type: "button", class: "link-button notify-enable", hidden: true, onclick: askPermission },
       "Notify me when it's ready"));
 }
 
-function updateNotifyButton() {
+function isCollapsed() {
+  return localStorage.getItem(collapsedKey) === "1";
+}
+
+/** The header: how many run, and (collapsed to one line, remembered across pages) their average progress. */
+function updateHead() {
   const button = root.querySelector(".notify-enable");
-  const running = jobs.active().length;
-  button.hidden = !("Notification" in window) || Notification.permission !== "default" || !running;
-  root.querySelector(".tracker-count").textContent = running ? `(${running} running)` : "";
+  const running = jobs.active();
+  button.hidden = !("Notification" in window) || Notification.permission !== "default" || !running.length;
+  const collapsed = isCollapsed();
+  root.classList.toggle("collapsed", collapsed);
+  const toggle = root.querySelector(".tracker-toggle");
+  toggle.textContent = collapsed ? "Show" : "Hide";
+  toggle.setAttribute("aria-expanded", String(!collapsed));
+  toggle.setAttribute("aria-label", collapsed ? "Show background jobs" : "Hide background jobs");
+  let count = running.length ? `(${running.length} running)` : "";
+  if (collapsed && running.length) {
+    const average = Math.round(running.reduce((sum, job) => sum + percent(job), 0) / running.length);
+    count = `(${running.length} running · ${average}%)`;
+  }
+  root.querySelector(".tracker-count").textContent = count;
 }
 
 async function askPermission() {
   try {
     await Notification.requestPermission();
   } finally {
-    updateNotifyButton();
+    updateHead();
   }
 }
 
