@@ -157,8 +157,11 @@ class _LiveJob:
         self.stopped.wait(seconds)
 
     # -- writing -----------------------------------------------------------------------------------
-    def flush(self, *, status_change: bool = False) -> bool:
-        """Write the whole state to Redis now; False when Redis is unreachable (logged) or a reaper ended the job.
+    def flush(self, *, status_change: bool = False, full: bool = False) -> bool:
+        """Write the state to Redis now; False when Redis is unreachable (logged) or a reaper ended the job.
+
+        A progress report writes only the fields it changes; a status change, a write after Redis was
+        away and a write-back after Redis lost the job (``full``) write the whole state.
 
         A write that comes late (the heartbeat may have lapsed meanwhile) first checks that no reaper
         ended the job, so a terminal state is never overwritten by a runner that was presumed dead.
@@ -176,7 +179,7 @@ class _LiveJob:
                         self.mark_reaped()
                         return False
                 else:
-                    self.store.save(self.job)
+                    self.store.save(self.job, progress_only=not (status_change or full))
             except redis.RedisError as exc:
                 # Keep working: the next save writes the whole state again, so nothing is lost.
                 if not self.redis_failing:
@@ -223,7 +226,7 @@ class _LiveJob:
     def _beat(self) -> None:
         started = time.monotonic()
         try:
-            cancel, status = self.store.heartbeat(self.job.id)
+            cancel, status = self.store.heartbeat(self.job.id, self.job.user_id)
         except redis.RedisError as exc:
             if not self.redis_failing:
                 log.warning("job %s: heartbeat failed (%s); the job goes on", self.job.id, exc,
@@ -238,7 +241,7 @@ class _LiveJob:
                     return
         if status is None or self.redis_failing:
             # Redis lost the job (restart without persistence, FLUSHALL) or was away: write it all back.
-            self.flush()
+            self.flush(full=True)
         else:
             # The deadline moved before the status was read: had a reaper ended the job, we would know.
             self.refreshed = started

@@ -60,15 +60,32 @@ class JobStore:
     def deadline(self) -> float:
         return time.time() + self.heartbeat_timeout
 
-    def save(self, job: Job, *, publish: bool = True) -> None:
+    def save(self, job: Job, *, publish: bool = True, progress_only: bool = False) -> None:
         """Write the job's whole state, refresh its heartbeat and publish it: one round trip.
 
         The caller sets ``job.seq`` (see ``next_seq``) before each save; only a job's runner writes
-        a live job, so the seq it holds is the newest.
+        a live job, so the seq it holds is the newest. ``progress_only`` is the runner's hot path: a
+        live job whose hash and index entries are known to be in place writes only the fields a
+        progress report changes (the event still carries the whole state).
         """
         pipe = self.redis.pipeline(transaction=True)
-        self._queue_write(pipe, job, publish=publish)
+        if progress_only:
+            self._queue_progress(pipe, job)
+        else:
+            self._queue_write(pipe, job, publish=publish)
         pipe.execute()
+
+    def _queue_progress(self, pipe, job: Job) -> None:
+        # The whole hash still (so a hash lost in a flush comes back whole), but not the deletions of
+        # unset fields nor the user index: a progress report changes neither. The heartbeat notices a
+        # missing index entry and has the runner write everything (see ``heartbeat``).
+        write, _ = job.to_hash()
+        pipe.hset(self.job_key(job.id), mapping=write)
+        pipe.zadd(self.active_key, {job.id: self.deadline()})
+        pipe.incr(self.user_version_key(job.user_id))
+        payload = job.to_json()
+        pipe.publish(self.job_channel(job.id), payload)
+        pipe.publish(self.user_channel(job.user_id), payload)
 
     def save_unless_finished(self, job: Job) -> bool:
         """``save`` unless Redis already holds a terminal state for the job; False when it does.
@@ -113,17 +130,21 @@ class JobStore:
             pipe.publish(self.job_channel(job.id), payload)
             pipe.publish(self.user_channel(job.user_id), payload)
 
-    def heartbeat(self, job_id: str) -> tuple[bool, JobStatus | None]:
+    def heartbeat(self, job_id: str, user_id: str) -> tuple[bool, JobStatus | None]:
         """Push the job's deadline forward (only while it is active). One round trip.
 
         Returns ``(cancel requested, status in Redis)``. The status is None when Redis lost the
-        job (a restart without persistence, FLUSHALL): the runner then writes it all again. A
-        terminal status the runner did not write means a reaper ended the job.
+        job (a restart without persistence, FLUSHALL) — or only part of it: the job is not in its
+        user's index — and the runner then writes it all again. A terminal status the runner did
+        not write means a reaper ended the job.
         """
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(self.active_key, {job_id: self.deadline()}, xx=True)
         pipe.hmget(self.job_key(job_id), "cancel_requested", "status")
-        _, (flag, status) = pipe.execute()
+        pipe.zscore(self.user_jobs_key(user_id), job_id)
+        _, (flag, status), indexed = pipe.execute()
+        if indexed is None and not (status and JobStatus(status).is_terminal):
+            status = None
         return flag == "1", JobStatus(status) if status else None
 
     def request_cancel(self, job_id: str) -> None:
