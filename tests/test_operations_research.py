@@ -11,6 +11,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -186,6 +187,22 @@ def test_every_resolved_address_is_checked_not_only_the_first():
         fetcher.fetch("http://mixed.example/")
     assert caught.value.code == "refused_address"
     assert "mixed.example resolves to 10.1.2.3, a private address" in caught.value.reason
+
+
+def test_a_host_name_that_never_resolves_fails_within_the_fetch_timeout():
+    released = threading.Event()
+
+    def hung_dns(host: str, port: int) -> list[str]:
+        released.wait(10)  # a DNS server that does not answer
+        return [PUBLIC_ADDRESS]
+
+    began = time.monotonic()
+    with PageFetcher(FetchPolicy(timeout=0.3), resolve=hung_dns) as fetcher, pytest.raises(FetchFailed) as caught:
+        fetcher.fetch("http://slow-dns.example/")
+    released.set()
+    assert time.monotonic() - began < 2
+    assert caught.value.code == "timeout"
+    assert caught.value.reason == "Looking up the host name slow-dns.example took longer than 0.3 seconds."
 
 
 class _RouteToLocal(httpx.BaseTransport):

@@ -13,6 +13,8 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +135,7 @@ class PageFetcher:
         visited: list[str] = []
         for _hop in range(self.policy.max_redirects + 1):
             prefix = f"It redirected to {current}, but " if visited else ""
-            address = self._checked_address(current, prefix)
+            address = self._checked_address(current, prefix, deadline)
             outcome = self._get(current, address, deadline)
             if isinstance(outcome, Page):
                 return Page(url=url, final_url=str(current), status=outcome.status,
@@ -143,15 +145,20 @@ class PageFetcher:
             current = outcome
         raise FetchFailed(f"It redirected more than {self.policy.max_redirects} times.", "too_many_redirects")
 
-    def _checked_address(self, url: httpx.URL, prefix: str = "") -> str:
+    def _checked_address(self, url: httpx.URL, prefix: str = "", deadline: float | None = None) -> str:
         """The address to connect to for ``url``, after checking every address its host resolves to."""
         if url.scheme not in ("http", "https"):
             raise _refused(prefix, "only http and https addresses can be researched.", "invalid_url")
         host = url.host
         if not host:
             raise _refused(prefix, "the address has no host name.", "invalid_url")
+        remaining = self.policy.timeout if deadline is None else deadline - time.monotonic()
         try:
-            addresses = self._resolve(url.raw_host.decode("ascii"), url.port or (443 if url.scheme == "https" else 80))
+            addresses = _within(remaining, self._resolve, url.raw_host.decode("ascii"),
+                                url.port or (443 if url.scheme == "https" else 80))
+        except TimeoutError:
+            raise _refused(prefix, f"looking up the host name {host} took longer than {self.policy.timeout:g} "
+                                   "seconds.", "timeout") from None
         except (OSError, UnicodeError):
             addresses = []
         if not addresses:
@@ -237,6 +244,30 @@ def _refused(prefix: str, clause: str, code: str, capitalize: bool = True) -> Fe
     if not prefix and capitalize:
         clause = clause[0].upper() + clause[1:]
     return FetchFailed(prefix + clause, code)
+
+
+def _within(seconds: float, fn: Callable[..., list[str]], *args: Any) -> list[str]:
+    """``fn(*args)``, given up on after ``seconds`` (``TimeoutError``): the system resolver has no timeout
+    of its own that we control, and a hung DNS server must not hold a research job past its limit."""
+    if seconds <= 0:
+        raise TimeoutError
+    from ..jobs.runner import under_gevent
+
+    if under_gevent():
+        import gevent
+
+        try:
+            with gevent.Timeout(seconds):
+                return fn(*args)
+        except gevent.Timeout:
+            raise TimeoutError from None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epm-resolve")
+    try:
+        return pool.submit(fn, *args).result(timeout=seconds)
+    except FutureTimeout:
+        raise TimeoutError from None
+    finally:
+        pool.shutdown(wait=False)  # a resolver stuck in the C library ends on its own; nobody waits for it
 
 
 def _timed_out(policy: FetchPolicy) -> FetchFailed:
