@@ -8,6 +8,8 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -43,6 +45,17 @@ def init_redis(app: Flask) -> redis.Redis:
         client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     app.extensions["redis"] = client
     return client
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_enforces_foreign_keys(dbapi_connection, _record) -> None:
+    """SQLite ignores ON DELETE (a deleted session's programs keep a stale id) unless told per connection."""
+    import sqlite3
+
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
 
 
 def get_redis() -> redis.Redis:

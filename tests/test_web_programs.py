@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from xml.etree import ElementTree
 
+from epm.extensions import db
+from epm.models import Program
 from tests.conftest import make_user
 from tests.support import wait_for
 
@@ -104,9 +106,12 @@ def test_another_users_program_is_404(app, auth_client):
     assert client.get("/programs/999999").status_code == 404
 
 
-def test_program_outlives_its_deleted_session(auth_client):
+def test_program_outlives_its_deleted_session(app, auth_client):
     session, job = _generate(auth_client)
     assert auth_client.delete(f"/api/sessions/{session['id']}").status_code == 204
+    with app.app_context():  # ON DELETE SET NULL, on SQLite too
+        program = db.session.get(Program, job["result"]["program_id"])
+        assert program is not None and program.session_id is None
     page = auth_client.get(job["result"]["url"])
     assert page.status_code == 200 and 'class="gantt"' in page.get_data(as_text=True)
     listed = auth_client.get("/api/programs").get_json()["programs"]

@@ -91,7 +91,7 @@ def show(program_id: int):
     program = db.session.scalar(select(Program).where(Program.id == program_id, Program.user_id == int(_uid())))
     if program is None:
         raise NotFound(f"There is no program {program_id}.", code="program_not_found")
-    # Filtered by owner as well: SQLite may not enforce ON DELETE SET NULL, leaving a stale session id.
+    # Filtered by owner as well: a program never shows another user's session, whatever its session id.
     session = db.session.scalar(select(StrategySession).where(StrategySession.id == program.session_id,
                                                               StrategySession.user_id == program.user_id))
     data = program.data or {}
