@@ -11,7 +11,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import ValidationFailed
+from ..errors import NotFound, ValidationFailed
 from ..extensions import db, login_manager
 from ..models import User
 
@@ -50,6 +50,14 @@ def current_user_id() -> str | None:
     if user_id is not None:
         return str(user_id)
     return str(current_user.id) if current_user.is_authenticated else None
+
+
+def signed_in_user_id() -> str:
+    """``current_user_id`` on a page behind ``login_required``; a 404, never another user's data, if misused."""
+    user_id = current_user_id()
+    if user_id is None:
+        raise NotFound("There is nothing at this address.")
+    return user_id
 
 
 def create_user(username: str, password: str) -> User:

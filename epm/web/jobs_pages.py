@@ -10,20 +10,19 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
+from sqlalchemy import select
 
 from ..errors import EpmError
+from ..extensions import db
 from ..jobs import current_jobs
 from ..jobs.job import JobStatus, parse_iso
+from ..jobs.models import BackgroundJob
 from ..jobs.registry import all_operations
-from .auth import current_user_id
+from .auth import signed_in_user_id as _uid
 
 bp = Blueprint("jobs_pages", __name__)
 
 LIMIT = 100
-
-
-def _uid() -> str:
-    return str(current_user_id())
 
 
 @bp.app_template_filter("ago")
@@ -79,9 +78,13 @@ def index():
 @login_required
 def show(job_id: str):
     service = current_jobs()
-    job = service.get(job_id, _uid())
-    retries = [other for other in service.list(_uid(), limit=LIMIT) if other.retry_of == job.id]
-    return render_template("jobs/show.html", job=job, retried_as=retries[0] if retries else None)
+    user_id = _uid()
+    job = service.get(job_id, user_id)
+    retry_id = db.session.scalar(select(BackgroundJob.id)
+                                 .where(BackgroundJob.retry_of == job.id, BackgroundJob.user_id == user_id)
+                                 .order_by(BackgroundJob.created_at.desc()).limit(1))
+    retried_as = service.get(retry_id, user_id) if retry_id else None
+    return render_template("jobs/show.html", job=job, retried_as=retried_as)
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -103,8 +106,8 @@ def retry(job_id: str):
         job = current_jobs().retry(job_id, _uid())
     except EpmError as exc:
         flash(exc.message, "error")
-        return redirect(_back())
-    flash(f"{job.title or job.job_type} started again. You can leave this page; it keeps running.", "success")
+    else:
+        flash(f"{job.title or job.job_type} started again. You can leave this page; it keeps running.", "success")
     return redirect(_back())
 
 

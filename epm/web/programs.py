@@ -14,20 +14,13 @@ from ..extensions import db
 from ..jobs import current_jobs
 from ..jobs.job import iso
 from ..models import Program, StrategySession
-from .auth import current_user_id
+from .auth import signed_in_user_id as _uid
 from .gantt import layout
 
 bp = Blueprint("programs", __name__)
 
 MAX_LIMIT = 100
 RECENT = 5
-
-
-def _uid() -> str:
-    user_id = current_user_id()
-    if user_id is None:
-        raise NotFound("There is nothing at this address.")
-    return user_id
 
 
 def _programs(limit: int | None = None) -> list[tuple[Program, str | None]]:

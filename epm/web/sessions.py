@@ -15,18 +15,11 @@ from ..jobs.api import start_response
 from ..jobs.job import iso
 from ..jobs.registry import get_operation
 from ..models import StrategySession
-from .auth import current_user_id
+from .auth import signed_in_user_id as _uid
 from .operation_panels import operation_panels
 from .session_input import clean_session, from_form
 
 bp = Blueprint("sessions", __name__)
-
-
-def _uid() -> str:
-    user_id = current_user_id()
-    if user_id is None:  # login_required ran first; this only guards against misuse
-        raise NotFound("There is nothing at this address.")
-    return user_id
 
 
 def owned_session(session_id: int) -> StrategySession:
