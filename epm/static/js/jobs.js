@@ -16,7 +16,8 @@ const RETRY_MAX_MS = 30000;
 const KEEP_FINISHED_MS = 24 * 3600 * 1000;
 const MAX_STORED = 100;
 
-const userId = metaContent("epm-user");
+/** The signed-in user (null on a page without one): jobs and widget settings are kept per user. */
+export const userId = metaContent("epm-user");
 const storageKey = `epm:jobs:${userId}`;
 const jobs = new Map();
 const listeners = new Set();

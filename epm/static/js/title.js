@@ -2,7 +2,7 @@
 // once a job it watched finished; the plain title comes back when the user returns.
 
 import * as jobs from "./jobs.js";
-import { percent } from "./ui.js";
+import { averagePercent } from "./ui.js";
 
 const base = document.title;
 let finishedWhileHidden = false;
@@ -27,8 +27,7 @@ function update() {
   }
   const running = jobs.active();
   if (running.length) {
-    const average = Math.round(running.reduce((sum, job) => sum + percent(job), 0) / running.length);
-    document.title = `(${average}%) ${base}`;
+    document.title = `(${averagePercent(running)}%) ${base}`;
   } else {
     document.title = finishedWhileHidden ? `✓ ${base}` : base;
   }

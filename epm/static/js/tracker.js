@@ -4,7 +4,8 @@
 // page changes or the user dismisses it. Dismissals are remembered across pages and tabs.
 
 import * as jobs from "./jobs.js";
-import { el, percent, progressBar, readyText, resultUrl, updateProgressBar, viewLabel, failureText } from "./ui.js";
+import { averagePercent, el, failureText, percent, progressBar, readyText, resultUrl, updateProgressBar, viewLabel }
+  from "./ui.js";
 
 const NOTE = "You can safely navigate anywhere — we'll tell you when it's ready";
 
@@ -18,9 +19,8 @@ const entries = new Map(); // job id -> {node, status}
 export function init(region) {
   if (!region) return;
   root = region;
-  const user = document.querySelector('meta[name="epm-user"]').content;
-  dismissedKey = `epm:tracker:dismissed:${user}`;
-  collapsedKey = `epm:tracker:collapsed:${user}`;
+  dismissedKey = `epm:tracker:dismissed:${jobs.userId}`;
+  collapsedKey = `epm:tracker:collapsed:${jobs.userId}`;
   dismissed = loadDismissed();
   addEventListener("storage", (event) => {
     if (event.key === dismissedKey) dismissed = loadDismissed();
@@ -111,8 +111,7 @@ function updateHead() {
   toggle.setAttribute("aria-label", collapsed ? "Show background jobs" : "Hide background jobs");
   let count = running.length ? `(${running.length} running)` : "";
   if (collapsed && running.length) {
-    const average = Math.round(running.reduce((sum, job) => sum + percent(job), 0) / running.length);
-    count = `(${running.length} running · ${average}%)`;
+    count = `(${running.length} running · ${averagePercent(running)}%)`;
   }
   root.querySelector(".tracker-count").textContent = count;
 }
@@ -158,21 +157,14 @@ function updateJob(node, job) {
   const pct = node.querySelector(".tracker-percent");
   if (pct) pct.textContent = `${percent(job)}%`;
   const button = node.querySelector(".tracker-cancel");
-  if (button && job.cancel_requested) {
-    button.disabled = true;
-    button.textContent = "Cancelling…";
-  }
+  if (button && job.cancel_requested) markCancelling(button);
 }
 
 function cancelButton(job) {
   const button = el("button", { type: "button", class: "button tracker-cancel" }, "Cancel");
-  if (job.cancel_requested) {
-    button.disabled = true;
-    button.textContent = "Cancelling…";
-  }
+  if (job.cancel_requested) markCancelling(button);
   button.addEventListener("click", async () => {
-    button.disabled = true;
-    button.textContent = "Cancelling…";
+    markCancelling(button);
     try {
       await jobs.cancel(job.id);
     } catch (error) {
@@ -182,6 +174,11 @@ function cancelButton(job) {
     }
   });
   return button;
+}
+
+function markCancelling(button) {
+  button.disabled = true;
+  button.textContent = "Cancelling…";
 }
 
 function outcome(job) {

@@ -22,6 +22,11 @@ export function percent(job) {
   return Math.max(0, Math.min(100, Math.round(value)));
 }
 
+/** The mean progress of ``jobs``, rounded (0 for none). */
+export function averagePercent(jobs) {
+  return jobs.length ? Math.round(jobs.reduce((sum, job) => sum + percent(job), 0) / jobs.length) : 0;
+}
+
 /** A progress bar for ``job``, labelled for screen readers. */
 export function progressBar(job, label) {
   const bar = el("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
