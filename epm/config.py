@@ -56,6 +56,20 @@ def database_uri(url: str, connect_timeout: int = 3) -> str:
     return url
 
 
+def engine_options(env: Mapping[str, str], database_url: str | None) -> dict[str, Any]:
+    """The SQLAlchemy pool of one process: ``EPM_DB_POOL_SIZE`` connections, ``EPM_DB_MAX_OVERFLOW`` more in a burst.
+
+    Jobs hold no connection while they run (epm/jobs/runner.py releases the session at every stage), so
+    the pool is sized for request traffic, not for the number of running jobs. A request that finds
+    the pool exhausted waits ``EPM_DB_POOL_TIMEOUT`` seconds, then answers 503.
+    """
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if database_url and not database_url.startswith("sqlite"):
+        options.update(pool_size=_int(env, "EPM_DB_POOL_SIZE", 5), max_overflow=_int(env, "EPM_DB_MAX_OVERFLOW", 5),
+                       pool_timeout=_float(env, "EPM_DB_POOL_TIMEOUT", 10.0))
+    return options
+
+
 def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from ``env`` (the process environment by default)."""
     env = os.environ if env is None else env
@@ -69,7 +83,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # None means the embedded default: SQLite in the instance folder (set in create_app).
         "SQLALCHEMY_DATABASE_URI": (database_uri(database_url, _int(env, "EPM_DB_CONNECT_TIMEOUT", 3))
                                     if database_url else None),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(env, database_url),
+        # Jobs one account may have pending or running at once; one more start answers 429.
+        "EPM_MAX_RUNNING_PER_USER": _int(env, "EPM_MAX_RUNNING_PER_USER", 5),
         "EPM_KEY_PREFIX": env.get("EPM_KEY_PREFIX", "epm:"),
         # How long a finished job's Redis hash lives once its terminal state is in PostgreSQL.
         "EPM_RETENTION_SECONDS": _int(env, "EPM_RETENTION_SECONDS", 24 * 3600),

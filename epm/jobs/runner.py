@@ -67,7 +67,15 @@ def run_blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 class JobContext:
-    """What an operation sees of its job: its parameters, progress reporting, cancellation."""
+    """What an operation sees of its job: its parameters, progress reporting, cancellation.
+
+    Database connections: an operation loads its inputs first (plain data, not ORM objects it will
+    use later) and writes its result in one short transaction at the end. Every report (``progress``,
+    ``stage``) and every ``run_blocking`` ends the database session the operation had open, returning
+    its connection to the pool, so a job that runs for minutes holds no connection while it computes
+    or waits: connections follow database work, not running jobs. Anything added and not committed
+    before a report is discarded.
+    """
 
     def __init__(self, live: _LiveJob, params: dict[str, Any], config: dict[str, Any]):
         self._live = live
@@ -79,6 +87,7 @@ class JobContext:
 
     def progress(self, percent: float, message: str | None = None) -> None:
         """Report progress (0-100) and what is happening; cheap, coalesced to ~10 writes a second."""
+        release_database()
         self._live.report(percent, message)
 
     def check_cancelled(self) -> None:
@@ -101,7 +110,15 @@ class JobContext:
 
     def run_blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run CPU-heavy pure computation off the event loop; it must not touch the db, Redis or sockets."""
+        release_database()
         return run_blocking(fn, *args, **kwargs)
+
+
+def release_database() -> None:
+    """End this greenlet's database session, if it has one, so its pooled connection goes back at once."""
+    from ..extensions import db
+
+    db.session.remove()
 
 
 class _LiveJob:
