@@ -70,6 +70,20 @@ class DuplicateJob(Conflict):
         self.job = job
 
 
+class TooManyRunning(EpmError):
+    """The account already runs as many jobs as one account may at once (``EPM_MAX_RUNNING_PER_USER``)."""
+
+    status = 429
+    code = "too_many_running"
+
+    def __init__(self, limit: int, running: list[dict[str, Any]]):
+        super().__init__(f"You already have {limit} jobs running, the most one account can run at once. "
+                         "Wait for one to finish, or cancel one, then start this again.",
+                         details={"limit": limit, "running": running})
+        self.limit = limit
+        self.running = running
+
+
 class BackendDown(EpmError):
     """Redis or the database cannot be reached; the request may be retried later."""
 

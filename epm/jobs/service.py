@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import BackendDown, Conflict, JobNotFound
+from ..errors import BackendDown, Conflict, JobNotFound, TooManyRunning
 from ..extensions import db
 from ..logs import job_fields
 from . import signals
@@ -66,12 +66,14 @@ class JobService:
                   created_at=now, updated_at=now, retry_of=retry_of)
         job.seq = next_seq(0)
         self._take_lock(job)
+        self._admit(job)
         try:
             db.session.add(BackgroundJob.from_job(job, params or {}))
             db.session.commit()
         except SQLAlchemyError as exc:
             db.session.rollback()
             self.store.release_lock(job)
+            self.store.leave(job)
             signals.backend_error.send(exc, backend="database")
             log.error("job %s not started: the database is unavailable (%s)", job.id, exc, extra=job_fields(job))
             raise BackendDown("The database is unavailable, so the job was not started. "
@@ -88,6 +90,23 @@ class JobService:
         self.runner.submit(job, operation, params or {})
         return started
 
+    def _admit(self, job: Job) -> None:
+        """Hold the account to ``EPM_MAX_RUNNING_PER_USER`` active jobs: one more is refused with 429."""
+        limit = int(self.app.config["EPM_MAX_RUNNING_PER_USER"])
+        try:
+            running = self.store.admit(job, limit)
+        except redis.RedisError:
+            self.store.release_lock(job)
+            raise
+        if running:
+            self.store.release_lock(job)
+            jobs = self.store.load_many(running)
+            listed = [jobs[job_id].to_dict() for job_id in running if job_id in jobs]
+            listed.sort(key=lambda item: item.get("created_at") or "")
+            log.info("job not started: user %s already runs %d job(s)", job.user_id, len(running),
+                     extra=job_fields(job))
+            raise TooManyRunning(limit, listed)
+
     def _forget(self, job: Job) -> None:
         """Undo a start that could not reach Redis: no row, no lock, as if it never began."""
         try:
@@ -100,6 +119,8 @@ class JobService:
         # Redis is what failed; if the lock stays, the next start finds it stale (its holder has no state).
         with suppress(redis.RedisError):
             self.store.release_lock(job)
+        with suppress(redis.RedisError):
+            self.store.leave(job)
 
     def _take_lock(self, job: Job) -> None:
         from ..errors import DuplicateJob

@@ -12,7 +12,9 @@ from typing import Any
 
 import redis
 
-from .job import Job, JobStatus, iso, next_seq, parse_iso, utcnow
+from .job import TERMINAL, Job, JobStatus, iso, next_seq, parse_iso, utcnow
+
+TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
 
 
 class JobStore:
@@ -55,6 +57,9 @@ class JobStore:
 
     def maintenance_lock_key(self, name: str) -> str:
         return f"{self.prefix}maintenance:{name}"
+
+    def user_running_key(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}:running"
 
     # -- writing -------------------------------------------------------------------------------
     def deadline(self) -> float:
@@ -182,6 +187,51 @@ class JobStore:
                 pipe.execute()
             except redis.WatchError:
                 return
+
+    # -- the per-account share ---------------------------------------------------------------
+    def admit(self, job: Job, limit: int, *, settle: float = 60.0) -> list[str]:
+        """Count ``job`` among its user's active jobs if fewer than ``limit`` are; else return theirs.
+
+        ``user:{uid}:running`` is a zset of the user's active job ids (score: when admitted). Members
+        whose hash says terminal, or that have no hash ``settle`` seconds after admission (expired,
+        or a start that never got written), are dropped as they are found, so a crashed worker or an
+        outbox wait never holds a place. The check and the add are one WATCHed transaction: parallel
+        starts of one account cannot pass the limit together. Returns ``[]`` when admitted.
+        """
+        key = self.user_running_key(job.user_id)
+        while True:
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    members = pipe.zrange(key, 0, -1, withscores=True)
+                    now = time.time()
+                    active, stale = [], []
+                    reads = self.redis.pipeline(transaction=False)
+                    for job_id, _ in members:
+                        reads.hget(self.job_key(job_id), "status")
+                    for (job_id, admitted), status in zip(members, reads.execute() if members else [], strict=True):
+                        if status in TERMINAL_VALUES or (status is None and now - admitted > settle):
+                            stale.append(job_id)
+                        else:
+                            active.append(job_id)
+                    if len(active) >= limit:
+                        if stale:
+                            pipe.multi()
+                            pipe.zrem(key, *stale)
+                            pipe.execute()
+                        return active
+                    pipe.multi()
+                    if stale:
+                        pipe.zrem(key, *stale)
+                    pipe.zadd(key, {job.id: now})
+                    pipe.execute()
+                    return []
+                except redis.WatchError:
+                    continue
+
+    def leave(self, job: Job) -> None:
+        """``job`` no longer counts among its user's active jobs."""
+        self.redis.zrem(self.user_running_key(job.user_id), job.id)
 
     # -- reading -------------------------------------------------------------------------------
     def load(self, job_id: str) -> Job | None:
