@@ -107,10 +107,14 @@ def on_exit(server):
 
 # -- the job system's part in a worker's life (epm/jobs/lifecycle.py) ---------------------------------
 def post_worker_init(worker):
-    """Stop gracefully on SIGTERM and at max_requests; run upkeep at once to reconcile what was left."""
+    """Stop gracefully on SIGTERM and at max_requests; run upkeep at once to reconcile what was left.
+
+    Also start measuring the gevent loop's blocks (``epm_event_loop_lag_seconds`` in /metrics)."""
+    from epm import metrics
     from epm.jobs import lifecycle
 
     lifecycle.attach(worker)
+    metrics.start_loop_monitor()
 
 
 def worker_int(worker):

@@ -51,6 +51,12 @@ DELIVERY_LATENCY = Histogram("epm_event_delivery_seconds",
                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 JOBS_REAPED = Counter("epm_jobs_reaped_total", "Jobs the reaper ended as interrupted (no heartbeat), by operation.",
                       ["job_type"])
+LOOP_LAG = Histogram("epm_event_loop_lag_seconds",
+                     "How late the gevent loop woke a 50 ms timer: the longest time it was blocked (by CPU work "
+                     "on the loop, e.g. a password hash not sent to the threadpool) or behind other ready greenlets.",
+                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+LOOP_LAG_MAX = Gauge("epm_event_loop_lag_max_seconds", "The longest event loop lag a worker has seen since it started.",
+                     multiprocess_mode="max")
 BACKEND_ERRORS = Counter("epm_backend_errors_total", "Failed calls to Redis or the database.", ["backend"])
 
 # Jobs this process started and has not let go of: id -> monotonic start, for the gauge and durations.
@@ -86,6 +92,28 @@ def init_app(app: Flask) -> None:
     signals.event_delivered.connect(_on_delivered)
     signals.backend_error.connect(_on_backend_error)
     _connected = True
+
+
+LOOP_TICK = 0.05
+
+
+def start_loop_monitor(tick: float = LOOP_TICK) -> None:
+    """Measure the gevent loop's blocks in this worker: a greenlet asks to wake every ``tick`` seconds and
+    records how late it woke. gunicorn.conf.py starts it in each worker; it costs one wake-up per tick."""
+    import gevent
+
+    def watch() -> None:
+        worst = 0.0
+        while True:
+            asked = time.perf_counter()
+            gevent.sleep(tick)
+            lag = max(0.0, time.perf_counter() - asked - tick)
+            LOOP_LAG.observe(lag)
+            if lag > worst:
+                worst = lag
+                LOOP_LAG_MAX.set(worst)
+
+    gevent.spawn(watch)
 
 
 def render(store: JobStore, accept: str | None = None) -> tuple[bytes, str]:
