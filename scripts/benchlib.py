@@ -65,14 +65,21 @@ class Backends:
     def label(self) -> str:
         return "real Redis + PostgreSQL" if self.real else "embedded (fakeredis + SQLite)"
 
-    def open(self) -> Backends:
+    @property
+    def admin_url(self) -> str | None:
+        """The server's maintenance database (for PostgreSQL's own views), not the run's."""
+        return self._admin_url
+
+    def open(self, root: Path = ROOT) -> Backends:
+        """Create the run's database and migrate it with ``root``'s migrations (a baseline's own)."""
         if self.real:
             import psycopg
 
             with psycopg.connect(self._admin_url, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.db_name}"')
         env = {**os.environ, "DATABASE_URL": self.database_url, "EPM_MAINTENANCE": "0", "LOG_LEVEL": "WARNING"}
-        subprocess.run([str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+        env["PYTHONPATH"] = str(root)
+        subprocess.run([str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"], cwd=root, env=env, check=True,
                        capture_output=True)
         return self
 
@@ -178,7 +185,8 @@ def csrf_session(base_url: str, cookie: str) -> tuple[str, str]:
 class Server:
     """gunicorn with gevent workers, started from gunicorn.conf.py like the tests' live servers."""
 
-    def __init__(self, env: dict[str, str], workers: int):
+    def __init__(self, env: dict[str, str], workers: int, root: Path = ROOT):
+        self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -189,7 +197,7 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop)
-        self.process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+        self.process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=self.root,
                                         env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout
