@@ -118,3 +118,15 @@ def test_metrics_need_the_bearer_token_when_one_is_set(server):
     allowed = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert allowed.status_code == 200 and "# TYPE epm_jobs_finished_total counter" in allowed.text
     assert httpx.get(server.url + "/healthz").status_code == 200, "health stays open"
+
+
+def test_each_worker_reports_its_event_loop_lag(server):
+    """The loop monitor runs in every worker: the scrape's lag histogram counts at least one tick per 50 ms."""
+
+    def ticks() -> float:
+        return value(scrape(server)[0], "epm_event_loop_lag_seconds_count")
+
+    first = ticks()
+    assert wait_for(lambda: ticks() >= first + 20, timeout=30, message="20 more loop ticks")
+    samples, _ = scrape(server)
+    assert 0 <= value(samples, "epm_event_loop_lag_max_seconds") < 30
