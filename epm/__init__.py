@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from . import config as config_module
-from . import errors, logs, metrics
+from . import errors, logs, memtrace, metrics
 from .extensions import csrf, db, describe_backends, init_redis, login_manager, migrate
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -29,6 +29,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "epm.sqlite")
 
     logs.init_app(app)
+    memtrace.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
     login_manager.init_app(app)

@@ -114,6 +114,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
         # /metrics answers only with "Authorization: Bearer <token>" when set.
         "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
+        # Memory hunts only (scripts/soak.py): trace allocations, dump them here on SIGUSR2 (epm/memtrace.py).
+        "EPM_TRACEMALLOC_DIR": env.get("EPM_TRACEMALLOC_DIR") or None,
+        "EPM_TRACEMALLOC_FRAMES": _int(env, "EPM_TRACEMALLOC_FRAMES", 1),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from .jobs import signals
+from .jobs.sse import LatestSeqs
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -62,8 +63,8 @@ BACKEND_ERRORS = Counter("epm_backend_errors_total", "Failed calls to Redis or t
 # Jobs this process started and has not let go of: id -> monotonic start, for the gauge and durations.
 _running: dict[str, float] = {}
 # job id -> the newest seq whose delivery was measured; the first stream to send an event measures it.
-_delivered: dict[str, int] = {}
-_DELIVERED_KEEP = 10_000
+# An ended job's entry stays while the other streams send its last event, then goes (a bounded memory).
+_delivered = LatestSeqs(keep_ended=1_000, limit=10_000)
 # Counter children by label, so the per-event path skips prometheus_client's label lookup.
 _published: dict[str, Any] = {}
 _connected = False
@@ -196,9 +197,7 @@ def _on_delivered(message: Any, **_: Any) -> None:
     # The same event reaches each stream following it (and on two channels): measure it once.
     if _delivered.get(message.job_id, 0) >= message.seq:
         return
-    if len(_delivered) >= _DELIVERED_KEEP:
-        _delivered.clear()
-    _delivered[message.job_id] = message.seq
+    _delivered.record(message)
     # seq is the millisecond clock of the state's write (see epm.jobs.job.next_seq).
     DELIVERY_LATENCY.observe(max(0.0, time.time() - message.seq / 1000))
 

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -255,9 +256,38 @@ def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[J
     return EventStream(hub, sub, _events(hub, sub, jobs, snapshot, heartbeat, last_event_id, single_job))
 
 
+class LatestSeqs(dict):
+    """Job id -> the newest seq recorded; of the jobs that ended only the last ``keep_ended`` stay, and
+    never more than ``limit`` entries in all (the first recorded go first).
+
+    What a long-lived stream, or the process, remembers per job must not grow with every job that ever
+    finished. An ended job forgotten costs at most a repeat of its last state, which a browser drops (its
+    seq is not newer than what it holds).
+    """
+
+    def __init__(self, keep_ended: int, limit: int | None = None) -> None:
+        super().__init__()
+        self.keep_ended = keep_ended
+        self.limit = limit
+        self._ended: deque[str] = deque()
+
+    def record(self, message: Message) -> None:
+        self[message.job_id] = message.seq
+        if message.terminal:
+            self._ended.append(message.job_id)
+            if len(self._ended) > self.keep_ended:
+                self.pop(self._ended.popleft(), None)
+        if self.limit is not None and len(self) > self.limit:
+            del self[next(iter(self))]
+
+
+#: ended jobs a stream remembers (the snapshot holds the user's 20 most recent jobs)
+STREAM_KEEP_ENDED = 32
+
+
 def _events(hub: EventHub, sub: Subscription, jobs: list[Job], snapshot: Callable[[], list[Job]],
             heartbeat: float, last_event_id: int | None, single_job: bool) -> Iterator[bytes]:
-    sent: dict[str, int] = {}
+    sent = LatestSeqs(STREAM_KEEP_ENDED)
     try:
         yield b"retry: 2000\n\n"
         if hub.closed:
@@ -302,6 +332,6 @@ def _events(hub: EventHub, sub: Subscription, jobs: list[Job], snapshot: Callabl
         hub.unsubscribe(sub)
 
 
-def _send(message: Message, sent: dict[str, int]) -> bytes:
-    sent[message.job_id] = message.seq
+def _send(message: Message, sent: LatestSeqs) -> bytes:
+    sent.record(message)
     return message.wire
