@@ -164,7 +164,7 @@ def test_duration_scales_with_the_time_to_the_deadline():
         target = available - schedule["buffer_days"]
         assert target - 2 <= schedule["duration_days"] <= target
         assert schedule["deadline_met"] and schedule["slack_days"] >= schedule["buffer_days"]
-        assert program["scope"]["fits"] and f"buffer of {schedule['buffer_days']} working days" in \
+        assert program["scope"]["fits"] and f"buffer of {schedule['slack_days']} working days" in \
             program["scope"]["statement"]
         durations[months] = schedule["duration_days"]
     assert durations[6] < durations[12] < durations[18]

@@ -105,9 +105,11 @@ def _scope(brief: SessionBrief, canvas: dict[str, Any] | None, sizing: Sizing, s
         if sizing.available_days is None:
             return {"fits": True, "statement": "No deadline is set, so the plan runs at its nominal pace.",
                     "cut": []}
+        slack = workdays_between(workday(start, max(sizing.schedule.duration - 1, 0)), brief.deadline) \
+            if brief.deadline else sizing.buffer_days
         return {"fits": True, "cut": [],
-                "statement": f"The scope fits: the plan keeps a buffer of {sizing.buffer_days} working days "
-                             f"(about {-(-sizing.buffer_days // WEEK)} weeks) before the deadline, and at most "
+                "statement": f"The scope fits: the plan keeps a buffer of {slack} working days "
+                             f"(about {-(-slack // WEEK)} weeks) before the deadline, and at most "
                              f"{sizing.peak_load} of the {brief.team_size or 'unknown number of'} people are "
                              "busy at once."}
     why = ("the critical path is longer than the time to the deadline, even fast-tracked"
