@@ -60,7 +60,8 @@ def build_program(brief: SessionBrief, *, start: date, canvas: dict[str, Any] | 
     plan = plan_work(brief, canvas)
     on_stage(25, "Sizing the plan to the deadline and the team")
     available = workdays_between(start, brief.deadline) if brief.deadline else None
-    sizing = size(plan["tasks"], available=available, team_size=brief.team_size, run=run)
+    # One hop to the thread pool for the whole search (dozens of critical-path passes), not one per pass.
+    sizing = run(size, plan["tasks"], available=available, team_size=brief.team_size, run=_run_here)
     schedule: Schedule = sizing.schedule
     on_stage(40, "Dating tasks and milestones")
     evidence = list((research or {}).get("facts", []))
@@ -73,7 +74,7 @@ def build_program(brief: SessionBrief, *, start: date, canvas: dict[str, Any] | 
     program["milestones"] = _milestones(plan["milestones"], program["tasks"], brief.deadline)
     program["workstreams"] = _workstreams(plan["workstreams"], program["tasks"])
     _cite_milestones(program["milestones"], program["workstreams"], evidence)
-    program["scope"] = _scope(brief, canvas, sizing, start, run)
+    program["scope"] = run(_scope, brief, canvas, sizing, start)
     on_stage(55, "Splitting the budget across workstreams")
     program["budget"] = _budget(brief.budget, program["workstreams"])
     on_stage(70, "Loading the team week by week")
@@ -94,8 +95,7 @@ def _sizing_summary(sizing: Sizing) -> dict[str, Any]:
             "target_days": sizing.target_days, "fits": sizing.fits}
 
 
-def _scope(brief: SessionBrief, canvas: dict[str, Any] | None, sizing: Sizing, start: date,
-           run: Runner) -> dict[str, Any]:
+def _scope(brief: SessionBrief, canvas: dict[str, Any] | None, sizing: Sizing, start: date) -> dict[str, Any]:
     """Whether the objectives fit before the deadline with the team; if not, which to cut or defer.
 
     Each objective is tried out of the plan in turn; those whose removal lets the rest fit are
@@ -119,7 +119,7 @@ def _scope(brief: SessionBrief, canvas: dict[str, Any] | None, sizing: Sizing, s
     for objective in objectives if len(objectives) > 1 else []:
         rest = replace(brief, objectives=tuple(o for o in objectives if o != objective))
         trial = size(plan_work(rest, None)["tasks"], available=sizing.available_days, team_size=brief.team_size,
-                     run=run)
+                     run=_run_here)
         if trial.fits:
             finish = workday(start, max(trial.schedule.duration - 1, 0))
             cut.append({"objective": objective, "finish": finish.isoformat(), "days": trial.schedule.duration,

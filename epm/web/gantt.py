@@ -20,7 +20,7 @@ GROUP_ROW = 30
 BAR = 14
 TOP = 30
 BOTTOM = 8
-LABEL_CHARS = 34
+LABEL_CHARS = 31
 
 
 @dataclass

@@ -173,6 +173,8 @@ def test_screenshots_of_the_program_canvas_and_research_pages(coffee):
             page = _open(coffee, path, viewport)
             expect(page.locator("h1")).to_be_visible()
             screenshot(page, f"results-{name}-{viewport['width']}")
+            if name == "program" and viewport is DESKTOP:
+                page.locator("[data-gantt]").screenshot(path=str(SCREENS / "results-program-1280-gantt.png"))
             page.screenshot(path=str(SCREENS / f"results-{name}-{viewport['width']}-top.png"))
     canvas = _open(coffee, pages["canvas"], DESKTOP)
     segments = canvas.locator('[data-block="customer_segments"] summary')
@@ -183,3 +185,19 @@ def test_screenshots_of_the_program_canvas_and_research_pages(coffee):
     segments.first.click()
     expect(reason).to_be_visible()
 
+
+
+def test_print_layout_shows_the_result_alone(coffee):
+    page = _open(coffee, coffee["program_url"], PHONE)
+    page.emulate_media(media="print")
+    try:
+        expect(page.locator(".topbar")).to_be_hidden()
+        expect(page.locator(".result-actions")).to_be_hidden()
+        expect(page.locator(".gantt-chart")).to_be_visible()  # the chart prints, even from a phone
+        expect(page.locator(".gantt-phases")).to_be_hidden()
+        canvas = _open(coffee, f"/sessions/{coffee['session']['id']}/canvas", PHONE)  # one column on screen
+        partners = canvas.locator(".bmc-kp").bounding_box()
+        segments = canvas.locator(".bmc-cs").bounding_box()
+        assert abs(partners["y"] - segments["y"]) < 2 and segments["x"] > partners["x"]  # the classic grid
+    finally:
+        page.emulate_media(media="screen")
