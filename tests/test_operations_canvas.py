@@ -37,6 +37,9 @@ CONSULTANCY = SessionBrief(
 
 BIKES = SessionBrief(id=3, name="Bike shop", business="A bike repair workshop in Utrecht.")
 SPARSE = SessionBrief(id=4, name="Project Nova")
+ODD = SessionBrief(id=6, name="Odd objectives", business="Helios runs a network of 12 solar installers for homeowners.",
+                   objectives=("20% more revenue", "Address churn in the north", "Get ISO 9001 certified",
+                               "Increases margins"), team_size=4)
 
 RESEARCH = {"read": 3, "failed": 0, "key_terms": [
     {"term": "commuters", "count": 40, "pages": 3}, {"term": "e-bike", "count": 31, "pages": 3},
@@ -130,13 +133,14 @@ def test_the_grammar_checker_accepts_plain_sentences():
 
 
 @pytest.mark.parametrize("name", ["meal kits", "consultancy", "bikes", "sparse", "coffee", "coffee with research",
-                                  "bikes with research terms"])
+                                  "bikes with research terms", "odd objectives"])
 def test_every_canvas_sentence_is_grammatical(name):
     canvas = {"meal kits": lambda: build_canvas(MEAL_KITS), "consultancy": lambda: build_canvas(CONSULTANCY),
               "bikes": lambda: build_canvas(BIKES), "sparse": lambda: build_canvas(SPARSE),
               "coffee": lambda: build_canvas(coffee_brief()),
               "coffee with research": lambda: build_canvas(coffee_brief(), coffee_research()),
-              "bikes with research terms": lambda: build_canvas(BIKES, RESEARCH)}[name]()
+              "bikes with research terms": lambda: build_canvas(BIKES, RESEARCH),
+              "odd objectives": lambda: build_canvas(ODD)}[name]()
     found = {sentence: grammar_problems(sentence) for sentence in canvas_sentences(canvas)}
     assert {sentence: problems for sentence, problems in found.items() if problems} == {}
 
