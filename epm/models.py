@@ -52,7 +52,11 @@ class StrategySession(db.Model):
 
 
 class Program(db.Model):
-    """An EPM program generated for a session: workstreams, schedule, milestones, budget, risks."""
+    """An EPM program generated for a session: workstreams, schedule, milestones, budget, risks.
+
+    ``version`` numbers a session's programs 1, 2, 3 in the order they were generated; the highest
+    is the latest.
+    """
 
     __tablename__ = "programs"
 
@@ -62,6 +66,7 @@ class Program(db.Model):
         ForeignKey("strategy_sessions.id", ondelete="SET NULL"), index=True)
     job_id: Mapped[str | None] = mapped_column(String(32), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 

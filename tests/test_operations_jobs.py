@@ -100,7 +100,8 @@ def test_canvas_job_uses_the_latest_research(app):
         canvas = db.session.get(Analysis, job.result["analysis_id"])
         assert canvas.kind == "bmc" and canvas.data["research_analysis_id"] == research_id
         segments = [item["text"] for item in canvas.data["blocks"][6]["items"]]
-        assert segments == ["Commuters in Utrecht", "Students"]
+        assert segments == ["Commuters in Utrecht are customers of the bike repair workshop.",
+                            "The research names students as buyers in this market."]
 
 
 def test_program_job_saves_the_program(app):

@@ -1,4 +1,5 @@
-"""EPM program generation on fixed inputs: workstreams, CPM schedule, milestones, budget, load, risks."""
+"""EPM program generation on fixed inputs: workstreams, a CPM schedule sized to the deadline and the team,
+milestones, budget, load, risks with role owners, and the research's facts as assumptions and evidence."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from epm.jobs.runner import JobCancelled
 from epm.operations.canvas import build_canvas
 from epm.operations.inputs import SessionBrief
 from epm.operations.program import build_program, validate, workday, workdays_between
+from epm.operations.risks import ROLES
+from epm.operations.sizing import buffer_days
 from epm.operations.workstreams import classify, count_in
+from tests.test_operations_canvas import coffee_brief, coffee_research
 
 MONDAY = date(2025, 3, 3)
 MEAL_KITS = SessionBrief(
@@ -56,11 +60,14 @@ def test_objectives_are_classified_by_their_words_and_counts_scale_the_work():
     assert [classify(o).key for o in ("Open 4 stores in Spain", "Migrate billing to the cloud",
                                       "Cut logistics costs by 10%", "Get ISO 9001 certified", "Celebrate")] == \
         ["launch", "digital", "efficiency", "compliance", "general"]
-    assert (count_in("Launch in 3 new cities"), count_in("Hire five engineers"), count_in("Grow by 20%")) == (3, 5, 1)
-    one_city = build(replace(MEAL_KITS, objectives=("Launch in 1 new city",)))
-    three_cities = build(replace(MEAL_KITS, objectives=("Launch in 3 new cities",)))
-    scale_up = [next(t["days"] for t in p["tasks"] if t["name"] == "Scale-up") for p in (one_city, three_cities)]
-    assert scale_up == [15, 22]
+    assert (count_in("Launch in 3 new cities"), count_in("Hire five engineers"), count_in("Grow by 20%"),
+            count_in("Open 10 cafés in Denver")) == (3, 5, 1, 10)
+    one_city = build(replace(MEAL_KITS, objectives=("Launch in 1 new city",), deadline=None))
+    three_cities = build(replace(MEAL_KITS, objectives=("Launch in 3 new cities",), deadline=None))
+    scale_up = [next(t for t in p["tasks"] if t["name"] == "Scale-up") for p in (one_city, three_cities)]
+    assert [task["days"] for task in scale_up] == [15, 22]
+    # Three cities are three times the scale-up work: more people, not only more days.
+    assert [task["effort"] for task in scale_up] == [30.0, 90.0]
 
 
 def test_schedule_respects_every_dependency_and_its_critical_path_has_no_float():
@@ -101,15 +108,17 @@ def test_milestones_follow_their_tasks_in_date_order():
 
 
 def test_budget_is_split_across_workstreams_and_sums_exactly():
-    budget = build(replace(MEAL_KITS, budget=Decimal("100000.01")))["budget"]
+    program = build(replace(MEAL_KITS, budget=Decimal("100000.01")))
+    budget = program["budget"]
     amounts = [Decimal(a["amount"]) for a in budget["allocations"]]
     assert sum(amounts) + Decimal(budget["contingency"]) == Decimal("100000.01")
     assert budget["contingency"] == "10000.00"
     assert [a["workstream"] for a in budget["allocations"]] == ["pmo", "obj1", "obj2", "obj3", "obj4", "governance",
                                                                 "change"]
-    # In proportion to effort: the app build (3 people for 20 days) costs more than the PMO.
+    # In proportion to effort: the more person-days a workstream takes, the more of the budget it gets.
     by_key = {a["workstream"]: Decimal(a["amount"]) for a in budget["allocations"]}
-    assert by_key["obj2"] > by_key["obj1"] > by_key["pmo"]
+    effort = {w["key"]: w["effort_days"] for w in program["workstreams"]}
+    assert sorted(by_key, key=by_key.get) == sorted(effort, key=effort.get)
 
 
 def test_program_without_budget_has_no_amounts_and_flags_it():
@@ -122,15 +131,69 @@ def test_program_without_budget_has_no_amounts_and_flags_it():
 def test_resource_load_per_week_is_measured_against_the_team():
     program = build()
     weeks = program["resources"]["weeks"]
-    # Week 1: only mobilisation (1 person, 5 days). Week 2 (days 5-9): baseline 5 days + steering committee
-    # 3 + stakeholder analysis 4 + communication plan 1 = 13 person-days, 2.6 people on average.
-    assert (weeks[0]["load"], weeks[1]["load"]) == (1.0, 2.6)
+    # Each week's load is the person-days of the tasks running in it, over five days.
+    for week in weeks:
+        first = (week["week"] - 1) * 5
+        person_days = sum(task["fte"] for task in program["tasks"] for day in range(task["es"], task["ef"])
+                          if first <= day < first + 5)
+        assert week["load"] == round(person_days / 5, 1)
+    assert weeks[0]["load"] == 1.0  # week 1: only mobilisation, one person
     assert (weeks[0]["start"], weeks[1]["start"]) == ("2025-03-03", "2025-03-10")
     assert len(weeks) == program["schedule"]["duration_weeks"]
-    assert all(week["over"] == (week["load"] > 6) for week in weeks)
-    assert program["resources"]["weeks_over_capacity"] == sum(week["over"] for week in weeks) > 0
-    assert "Team over-allocated" in risk_titles(program)
-    assert "Team over-allocated" not in risk_titles(build(replace(MEAL_KITS, team_size=40)))
+
+
+@pytest.mark.parametrize("team_size", [2, 3, 6, 18])
+def test_the_teams_load_stays_within_its_size(team_size):
+    for brief in (replace(MEAL_KITS, team_size=team_size), replace(coffee_brief(), team_size=team_size)):
+        program = build_program(brief, start=MONDAY)
+        resources = program["resources"]
+        assert resources["peak_load"] <= team_size, (brief.name, resources["peak_load"])
+        assert resources["weeks_over_capacity"] == 0
+        assert "Team over-allocated" not in risk_titles(program)
+
+
+def test_duration_scales_with_the_time_to_the_deadline():
+    """A year to the deadline gives a plan of about a year less the buffer, not fourteen weeks."""
+    durations = {}
+    for months, deadline in ((6, date(2025, 9, 1)), (12, date(2026, 3, 2)), (18, date(2026, 8, 31))):
+        program = build(replace(MEAL_KITS, deadline=deadline, team_size=10))
+        schedule = program["schedule"]
+        available = workdays_between(MONDAY, deadline)
+        assert schedule["available_days"] == available
+        assert schedule["buffer_days"] == buffer_days(available) == max(10, round(available / 10))
+        target = available - schedule["buffer_days"]
+        assert target - 2 <= schedule["duration_days"] <= target
+        assert schedule["deadline_met"] and schedule["slack_days"] >= schedule["buffer_days"]
+        assert program["scope"]["fits"] and f"buffer of {schedule['slack_days']} working days" in \
+            program["scope"]["statement"]
+        durations[months] = schedule["duration_days"]
+    assert durations[6] < durations[12] < durations[18]
+    assert durations[12] > 200  # 260 working days to the deadline, less a 26-day buffer
+
+
+def test_the_coffee_chain_plan_uses_its_twelve_months():
+    program = build_program(coffee_brief(), start=date(2026, 12, 1), research=coffee_research())
+    schedule = program["schedule"]
+    assert schedule["deadline_met"] and schedule["slack_days"] >= schedule["buffer_days"] > 0
+    assert schedule["duration_weeks"] >= 45  # not "14 weeks, 206 days to spare"
+    assert program["resources"]["peak_load"] <= 18
+    scale_up = next(t for t in program["tasks"] if t["name"] == "Scale-up")
+    assert scale_up["effort"] == 300.0  # ten cafés: ten times one café's scale-up work
+
+
+def test_scope_that_cannot_fit_says_so_and_what_to_cut():
+    program = build(replace(MEAL_KITS, deadline=date(2025, 7, 15)))
+    scope = program["scope"]
+    assert not scope["fits"] and program["schedule"]["fits"] is False
+    assert scope["statement"].startswith("The scope does not fit before the deadline")
+    assert scope["cut"] and scope["cut"][0]["objective"] == "Launch in 3 new cities"
+    assert scope["cut"][0]["text"] in scope["statement"]
+    assert all(date.fromisoformat(option["finish"]) <= date(2025, 7, 15) for option in scope["cut"])
+    assert "see what to cut" in program["summary"]
+    # Far too little time: no single cut is enough, and the plan says what else to do.
+    hopeless = build(replace(MEAL_KITS, deadline=date(2025, 4, 1)))["scope"]
+    assert not hopeless["fits"] and hopeless["cut"] == [] and "move the deadline or add people" in \
+        hopeless["statement"]
 
 
 def test_critical_path_past_the_deadline_is_the_top_risk():
@@ -139,9 +202,10 @@ def test_critical_path_past_the_deadline_is_the_top_risk():
     assert schedule["deadline_met"] is False and schedule["slack_days"] < 0
     top = program["risks"][0]
     assert top["title"] == "Critical path runs past the deadline"
-    assert (top["likelihood"], top["owner"], top["level"]) == (5, "pmo", "high")
+    assert (top["likelihood"], top["owner"], top["level"]) == (5, "Programme manager", "high")
     assert f"{-schedule['slack_days']} working days after the deadline of 2025-05-01" in top["description"]
-    assert "Scale-up (22 days)" in top["mitigation"]
+    scale_up = next(t for t in program["tasks"] if t["name"] == "Scale-up")
+    assert f"Scale-up ({scale_up['days']} days)" in top["mitigation"]
     assert program["milestones"][-1]["after_deadline"] and not program["milestones"][0]["after_deadline"]
     assert "past the deadline" in program["summary"]
 
@@ -154,15 +218,38 @@ def test_risk_register_is_scored_and_ranked():
         assert risk["score"] == risk["likelihood"] * risk["impact"]
         assert risk["level"] == ("high" if risk["score"] >= 15 else "medium" if risk["score"] >= 8 else "low")
         assert risk["mitigation"] and risk["owner_name"]
-    assert "Hiring takes longer than planned: Hire 5 delivery drivers" in [risk["title"] for risk in risks]
+    assert "Hiring takes longer than planned" in [risk["title"] for risk in risks]
+
+
+def test_risk_owners_are_roles_and_titles_do_not_repeat_objectives():
+    for brief in (MEAL_KITS, coffee_brief()):
+        program = build_program(brief, start=MONDAY, research=coffee_research())
+        for risk in program["risks"]:
+            assert risk["owner"] in ROLES.values() and risk["owner_name"] == risk["owner"]
+            assert not any(objective.lower() in risk["title"].lower() for objective in brief.objectives)
+        assert len({risk["title"] for risk in program["risks"]}) == len(program["risks"])
+    hires = next(r for r in build()["risks"] if r["title"] == "Hiring takes longer than planned")
+    assert hires["owner"] == "HR lead" and "Hire 5 delivery drivers" in hires["description"]
+
+
+def test_research_facts_become_assumptions_milestone_evidence_and_risk_evidence():
+    program = build_program(coffee_brief(), start=date(2026, 12, 1), research=coffee_research())
+    assumptions = program["assumptions"]
+    assert assumptions and all(a["url"].startswith("https://research.example/") for a in assumptions)
+    app = next(w for w in program["workstreams"] if w["objective"] == "Launch a mobile order-ahead app")
+    assert any("31% of morning sales" in a["text"] for a in assumptions if a["workstream"] == app["key"])
+    delivered = next(m for m in program["milestones"] if m["name"] == "Delivered: Launch a mobile order-ahead app")
+    assert "app" in delivered["evidence"]["text"] and delivered["evidence"]["url"]
+    cited = [risk for risk in program["risks"] if "evidence" in risk]
+    assert len(cited) >= 2 and all("The research says:" in risk["description"] for risk in cited)
+    assert program["inputs"]["facts_used"] >= 4
 
 
 def test_canvas_and_research_shape_the_program():
     canvas = build_canvas(MEAL_KITS)
     research = {"read": 2, "failed": 1, "key_terms": []}
     program = build(canvas=canvas, research=research)
-    partner_task = next(t for t in program["tasks"] if t["name"].startswith("Agree terms with key partners"))
-    assert "Delivery and logistics partners" in partner_task["name"]
+    partner_task = next(t for t in program["tasks"] if t["name"] == "Agree terms with key partners")
     assert partner_task["id"] in next(t for t in program["tasks"] if t["name"].startswith("Stage gate"))["depends_on"]
     titles = risk_titles(program)
     assert "Incomplete evidence base" in titles and "Dependency on key partners" in titles
@@ -174,7 +261,8 @@ def test_session_without_objectives_plans_from_the_canvas_or_the_business():
     bare = replace(MEAL_KITS, objectives=())
     from_canvas = build(bare, canvas=build_canvas(bare))
     assert [w["name"] for w in from_canvas["workstreams"] if w["objective"]] == [
-        "Subscriber retention and churn management", "Order fulfilment and last-mile delivery"]
+        "The business keeps subscribers and works to reduce churn",
+        "The business fulfils orders and delivers them to the door"]
     assert [w["name"] for w in build(bare)["workstreams"] if w["objective"]] == [
         "Deliver the subscription meal-kit service"]
 
@@ -197,6 +285,6 @@ def test_generation_reports_its_stages_in_order_and_stops_where_a_stage_raises()
     with pytest.raises(JobCancelled):
         build(on_stage=on_stage)
     assert [message for _, message in seen] == [
-        "Deriving workstreams and tasks", "Computing the critical path", "Dating tasks and milestones",
+        "Deriving workstreams and tasks", "Sizing the plan to the deadline and the team", "Dating tasks and milestones",
         "Splitting the budget across workstreams"]
     assert [percent for percent, _ in seen] == sorted(percent for percent, _ in seen)

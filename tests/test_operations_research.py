@@ -344,5 +344,61 @@ def test_report_ranks_terms_by_how_many_pages_use_them(server):
                                     "error": "The server answered 404 Not Found."}
     # The page's body has "repair" 4 times and "repairs" once (counted with it); the notes once.
     assert report["key_terms"][0] == {"term": "repair", "count": 6, "pages": 2}
-    assert report["summary"].startswith("Read 2 of 3 sources; key terms: repair, ")
+    assert report["summary"].startswith("Read 2 of 3 sources: 1 key fact. ")
     assert report == build_report(SessionBrief(id=7, name="Bikes"), [good, notes, broken])
+
+
+# -- summaries and key facts, from the saved pages of the coffee-chain session --------------------
+COFFEE = Path(__file__).parent / "data" / "coffee"
+
+
+def _coffee_entry(name: str, url: str) -> dict:
+    entry = {"url": url, "ok": True, "final_url": url}
+    entry.update(extract_page((COFFEE / name).read_bytes(), "text/html; charset=utf-8"))
+    entry["facts"] = [{**fact, "url": url, "source": entry["title"]} for fact in entry["facts"]]
+    return entry
+
+
+def test_facts_with_figures_prices_percentages_dates_and_places_are_extracted_from_a_saved_page():
+    entry = extract_page((COFFEE / "denver_market.html").read_bytes(), "text/html")
+    by_text = {fact["text"]: fact["kinds"] for fact in entry["facts"]}
+    ticket = "The average ticket at independent specialty cafés in Denver is $7.80, against $6.10 at national chains."
+    assert by_text[ticket] == ["price", "place"]
+    growth = next(kinds for text, kinds in by_text.items() if text.startswith("Specialty coffee sales in Denver"))
+    assert growth == ["percentage", "date", "place"]
+    assert any("14,000 downtown residents" in text for text in by_text)
+    # Neither the script ("99%"), nor the navigation or the footer, nor a sentence without a fact.
+    assert not any("99%" in text or "©" in text or "landlords" in text for text in by_text)
+
+
+def test_each_page_gets_an_extractive_summary_in_its_own_order():
+    entry = extract_page((COFFEE / "mobile_ordering.html").read_bytes(), "text/html")
+    assert entry["summary"][0] == "Mobile orders now account for 31% of morning sales at specialty coffee chains " \
+                                  "with an app."
+    assert 1 <= len(entry["summary"]) <= 3
+    page = (COFFEE / "mobile_ordering.html").read_text()
+    positions = [page.index(sentence[:40]) for sentence in entry["summary"]]
+    assert positions == sorted(positions)
+
+
+def test_report_deduplicates_facts_across_pages_and_keeps_each_source_link():
+    urls = ["https://research.example/denver-market", "https://research.example/mobile-ordering",
+            "https://research.example/wholesale"]
+    sources = [_coffee_entry(name, url) for name, url in zip(
+        ("denver_market.html", "mobile_ordering.html", "wholesale.html"), urls, strict=True)]
+    report = build_report(SessionBrief(id=8, name="Coffee"), sources)
+    texts = [fact["text"] for fact in report["facts"]]
+    # The mobile page says the 31% twice in other words; the report says it once.
+    assert sum("31% of morning sales" in text for text in texts) == 1
+    assert any("$7.80" in text for text in texts) and any("$11 and $14" in text for text in texts)
+    assert {fact["url"] for fact in report["facts"]} == set(urls)
+    assert all(fact["source"] and fact["kinds"] for fact in report["facts"])
+    assert report["overview"] and report["summary"].startswith(f"Read 3 of 3 sources: {len(texts)} key facts. ")
+    assert "paragraphs" not in report["sources"][0]
+
+
+def test_sentences_are_split_without_breaking_abbreviations_or_prices():
+    from epm.operations.facts import sentences
+
+    assert sentences("Prices rose 3.5% in Jan. 2025 at St. Paul cafés. The U.S. market grew. Next one!") == [
+        "Prices rose 3.5% in Jan. 2025 at St. Paul cafés.", "The U.S. market grew.", "Next one!"]

@@ -61,11 +61,19 @@ def test_research_and_canvas_pages_show_the_latest_results(app, auth_client, pag
     assert research["status"] == "completed", research
     assert research["result"]["url"] == f"/sessions/{session['id']}/research"
     html = auth_client.get(research["result"]["url"]).get_data(as_text=True)
-    assert "FreshBox meal kits" in html and "Weekly recipe boxes for busy families." in html
+    assert "FreshBox meal kits" in html and "Our subscription boxes bring fresh ingredients" in html
     assert "How subscriptions work" in html
     assert "1 source read, 1 failed" in html
     assert re.search(rf"Could not read {re.escape(pages)}/missing</h3>\s*<p class=\"job-failed\">[^<]*404", html)
-    assert "Terms:" in html
+    assert "Key facts" in html and "<h2 id=\"overview-h\">Summary</h2>" in html
+    assert f'href="/sessions/{session["id"]}/research.md"' in html
+
+    exported = auth_client.get(f"/sessions/{session['id']}/research.md")
+    assert exported.status_code == 200 and exported.mimetype == "text/markdown"
+    assert exported.headers["Content-Disposition"] == 'attachment; filename="freshbox-research.md"'
+    markdown = exported.get_data(as_text=True)
+    assert markdown.startswith("# Research: FreshBox") and "FreshBox meal kits" in markdown
+    assert f"Could not read {pages}/missing" in markdown
 
     canvas = _run(auth_client, session["id"], "bmc_analysis")
     assert canvas["status"] == "completed", canvas
@@ -76,6 +84,19 @@ def test_research_and_canvas_pages_show_the_latest_results(app, auth_client, pag
                       "Customer relationships", "Channels", "Customer segments", "Cost structure",
                       "Revenue streams"]
 
+    # Every statement keeps its reason behind a disclosure, not as grey text beside it.
+    statements = re.findall(r'<details class="why"><summary>([^<]+)</summary><p class="why-text">([^<]+)', html)
+    assert statements and all(text.endswith(".") and reason for text, reason in statements)
+    assert 'class="muted basis"' not in html
+    assert 'media="print"' in html and "css/print.css" in html
+
     page = auth_client.get(f"/sessions/{session['id']}").get_data(as_text=True)
     assert "View research report" in page and "View canvas" in page
     assert page.count("Not generated yet.") == 1  # only the program
+
+
+def test_research_export_without_a_report_is_a_readable_404(auth_client):
+    session = auth_client.post("/api/sessions", json={"name": "Empty"}).get_json()["session"]
+    response = auth_client.get(f"/sessions/{session['id']}/research.md")
+    assert response.status_code == 404
+    assert "no research report yet" in response.get_data(as_text=True)

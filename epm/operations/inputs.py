@@ -7,11 +7,12 @@ can call without an app or a database.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..extensions import db
 from ..jobs.runner import OperationError
 from ..models import Analysis, StrategySession
 from .text import short_name
@@ -24,6 +25,9 @@ _LEAD = re.compile(r"^(?:we(?:'re| are| run| operate| sell| offer| make| provide
                    r"(?:is|runs|sells|offers)|it is|this is)\s+", re.IGNORECASE)
 _OFFERING_END = re.compile(r"\s+(?:for|to|that|which|who|in|at|across|with|and want|serving|so)\b.*$", re.IGNORECASE)
 _ARTICLE = re.compile(r"^(?:an?|the|our)\s+", re.IGNORECASE)
+# "Northside Roasters is a specialty coffee chain": the company's name, then what it is.
+_NAMED = re.compile(r"^(?P<name>(?:[A-Z0-9][\w&'’.-]*\s+){0,4}[A-Z0-9][\w&'’.-]*)\s+(?:is|are|runs|operates)\s+"
+                    r"(?:an?|the)\s+(?P<rest>.+)$")
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,67 @@ class SessionBrief:
         "for", "in", "to" and the like.
         """
         first = _SENTENCE_END.split(self.business.strip(), maxsplit=1)[0].rstrip(".!? ")
+        named = _NAMED.match(first)
+        if named:
+            first = named.group("rest")
         offering = _ARTICLE.sub("", _OFFERING_END.sub("", _LEAD.sub("", first))).strip(" ,;:")
         return short_name(offering, 60) if offering else self.name
+
+    @property
+    def company(self) -> str | None:
+        """The business's own name when the description starts with it ("Northside Roasters is a ...")."""
+        first = _SENTENCE_END.split(self.business.strip(), maxsplit=1)[0]
+        named = _NAMED.match(first)
+        return named.group("name") if named and named.group("name").lower() not in ("we", "it", "this") else None
 
 
 def _texts(values: list[str] | None) -> tuple[str, ...]:
     """The non-blank entries of a JSON list, stripped."""
     return tuple(value.strip() for value in values or () if isinstance(value, str) and value.strip())
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What an operation reads, as plain data: the brief, its owner and the latest analyses asked for."""
+
+    brief: SessionBrief
+    user_id: int
+    analyses: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+
+    def data(self, kind: str) -> dict[str, Any] | None:
+        found = self.analyses.get(kind)
+        return found[1] if found else None
+
+    def analysis_id(self, kind: str) -> int | None:
+        found = self.analyses.get(kind)
+        return found[0] if found else None
+
+
+def load_inputs(ctx: JobContext, *kinds: str) -> Inputs:
+    """The job's session and its latest analyses of ``kinds``, copied out; the database session is closed.
+
+    Nothing returned is an ORM object, so the operation holds no connection while it computes.
+    """
+    try:
+        session = load_session(ctx)
+        analyses = {}
+        for kind in kinds:
+            row = latest_analysis(session, kind)
+            if row is not None:
+                analyses[kind] = (row.id, dict(row.data or {}))
+        return Inputs(brief=SessionBrief.from_session(session), user_id=session.user_id, analyses=analyses)
+    finally:
+        db.session.remove()
+
+
+def save_row(row: Analysis | Any) -> int:
+    """Insert ``row`` in one short transaction and close the session; the new row's id."""
+    try:
+        db.session.add(row)
+        db.session.commit()
+        return row.id
+    finally:
+        db.session.remove()
 
 
 def load_session(ctx: JobContext) -> StrategySession:

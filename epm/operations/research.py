@@ -1,8 +1,10 @@
-"""``web_research``: reads the session's source URLs and reports what each page is about.
+"""``web_research``: reads the session's source URLs and reports what each page says.
 
-For every source the report holds its title, meta description, headings (h1-h3), word count and
-key terms, or the reason it could not be read; a source that fails does not fail the job unless
-every source does. The fetching itself (address checks, limits) is in ``fetch.py``.
+For every source the report holds its title, meta description, headings (h1-h3), an extractive
+summary and the key facts it states (sentences with prices, percentages, dates, figures, places:
+see ``facts.py``), its word count and key terms, or the reason it could not be read. Across sources
+it gives an overall summary and the facts deduplicated, each with its source's link. A source that
+fails does not fail the job unless every source does. The fetching itself is in ``fetch.py``.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ from urllib.parse import urlsplit
 
 from bs4 import BeautifulSoup
 
-from ..extensions import db
 from ..jobs.registry import operation
 from ..jobs.runner import JobContext, OperationError
 from ..models import Analysis
-from . import text
+from . import facts, text
 from .fetch import FetchFailed, FetchPolicy, Page, PageFetcher
-from .inputs import SessionBrief, load_session
+from .inputs import SessionBrief, load_inputs, save_row
 
 MAX_SOURCES = 25
 MAX_HEADINGS = 40
 PAGE_TERMS = 10
 REPORT_TERMS = 15
+REPORT_FACTS = 15
+REPORT_SUMMARY = 4
+# The blocks of prose a page's sentences are read from; navigation and footers are left out.
+_PROSE = ["p", "li", "blockquote", "dd", "td", "figcaption"]
 _SPACE = re.compile(r"\s+")
 
 
@@ -34,9 +39,11 @@ def extract_page(body: bytes, content_type: str, charset: str | None = None) -> 
     if content_type == "text/plain":
         content = body.decode(charset or "utf-8", errors="replace")
         first_line = next((line.strip() for line in content.splitlines() if line.strip()), "")
-        return _summary(title=_clip(first_line, 200), description="", headings=[], content=content)
+        paragraphs = [block for block in content.split("\n\n") if block.strip()]
+        return _summary(title=_clip(first_line, 200), description="", headings=[], content=content,
+                        paragraphs=paragraphs[1:] if len(paragraphs) > 1 else paragraphs)
     soup = BeautifulSoup(body, "html.parser", from_encoding=charset)
-    for hidden in soup(["script", "style", "noscript", "template", "svg"]):
+    for hidden in soup(["script", "style", "noscript", "template", "svg", "nav", "footer"]):
         hidden.decompose()
     title = _clean(soup.title.get_text()) if soup.title else ""
     headings = [{"level": int(tag.name[1]), "text": _clip(_clean(tag.get_text(" ")), 200)}
@@ -45,8 +52,10 @@ def extract_page(body: bytes, content_type: str, charset: str | None = None) -> 
     if not title and headings:
         title = headings[0]["text"]
     body_tag = soup.body or soup
+    paragraphs = [_clean(tag.get_text(" ")) for tag in body_tag.find_all(_PROSE)
+                  if not tag.find_parent(_PROSE)]
     return _summary(title=_clip(title, 200), description=_clip(_description(soup), 500), headings=headings,
-                    content=body_tag.get_text(" "))
+                    content=body_tag.get_text(" "), paragraphs=[p for p in paragraphs if p])
 
 
 def _description(soup: BeautifulSoup) -> str:
@@ -57,10 +66,15 @@ def _description(soup: BeautifulSoup) -> str:
     return ""
 
 
-def _summary(*, title: str, description: str, headings: list[dict[str, Any]], content: str) -> dict[str, Any]:
+def _summary(*, title: str, description: str, headings: list[dict[str, Any]], content: str,
+             paragraphs: list[str]) -> dict[str, Any]:
     tokens = text.words(content)
+    if not paragraphs:
+        paragraphs = [_clean(content)]
     return {"title": title, "description": description, "headings": headings, "word_count": len(tokens),
-            "key_terms": text.top_terms(text.term_counts(tokens), PAGE_TERMS)}
+            "key_terms": text.top_terms(text.term_counts(tokens), PAGE_TERMS),
+            "summary": facts.summarise(paragraphs), "facts": facts.page_facts(paragraphs),
+            "paragraphs": paragraphs}
 
 
 def _clean(value: str) -> str:
@@ -76,6 +90,8 @@ def read_source(page: Page) -> dict[str, Any]:
     entry = {"url": page.url, "ok": True, "final_url": page.final_url, "status": page.status,
              "content_type": page.content_type, "redirects": list(page.redirects)}
     entry.update(extract_page(page.body, page.content_type, page.charset))
+    link = page.final_url or page.url
+    entry["facts"] = [{**fact, "url": link, "source": entry["title"] or link} for fact in entry["facts"]]
     return entry
 
 
@@ -95,12 +111,32 @@ def build_report(brief: SessionBrief, sources: list[dict[str, Any]]) -> dict[str
             pages[term["term"]] += 1
     ranked = sorted(counts, key=lambda term: (-pages[term], -counts[term], term))[:REPORT_TERMS]
     key_terms = [{"term": term, "count": counts[term], "pages": pages[term]} for term in ranked]
-    headline = ", ".join(term["term"] for term in key_terms[:5])
-    summary = f"Read {len(read)} of {len(sources)} sources"
-    summary += f"; key terms: {headline}." if headline else "."
+    overall = _overall_summary(read, counts)
+    found = _overall_facts(read)
+    summary = f"Read {len(read)} of {len(sources)} sources: {len(found)} key fact{'' if len(found) == 1 else 's'}."
+    if overall:
+        summary += f" {overall[0]}"
+    # The paragraphs were only needed to summarise across pages; the report keeps what it shows.
+    sources = [{key: value for key, value in source.items() if key != "paragraphs"} for source in sources]
     return {"session": {"id": brief.id, "name": brief.name}, "sources": sources, "read": len(read),
             "failed": len(sources) - len(read), "word_count": sum(source["word_count"] for source in read),
-            "key_terms": key_terms, "summary": summary}
+            "key_terms": key_terms, "overview": overall, "facts": found, "summary": summary}
+
+
+def _overall_summary(read: list[dict[str, Any]], counts: Counter[str]) -> list[str]:
+    """The sentences that best carry the key terms of all pages, at most two from one page."""
+    picked: list[str] = []
+    for source in read:
+        picked += facts.summarise(source.get("paragraphs") or source.get("summary", []), 2, counts)
+    return facts.summarise(picked, REPORT_SUMMARY, counts) if picked else []
+
+
+def _overall_facts(read: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every page's facts, deduplicated across pages, taken in turn from each page (the most specific first)."""
+    rounds = max((len(source.get("facts", [])) for source in read), default=0)
+    interleaved = [source["facts"][index] for index in range(rounds) for source in read
+                   if index < len(source.get("facts", []))]
+    return facts.deduplicate(interleaved)[:REPORT_FACTS]
 
 
 def _host(url: str) -> str:
@@ -111,8 +147,8 @@ def _host(url: str) -> str:
 def research_sources(ctx: JobContext) -> dict[str, Any]:
     """Reads the session's source web pages and reports their titles, headings and key terms."""
     ctx.stage(0, "Reading the session")
-    session = load_session(ctx)
-    brief = SessionBrief.from_session(session)
+    inputs = load_inputs(ctx)
+    brief = inputs.brief
     urls = list(dict.fromkeys(brief.source_urls))
     if not urls:
         raise OperationError("This session has no source URLs to research.", code="no_sources")
@@ -135,12 +171,10 @@ def research_sources(ctx: JobContext) -> dict[str, Any]:
     if not any(source["ok"] for source in sources):
         reasons = "; ".join(f"{_host(source['url'])}: {source['error']}" for source in sources[:3])
         raise OperationError(f"None of the {len(urls)} sources could be read ({reasons}).", code="no_source_read")
-    ctx.stage(88, "Finding the key terms across sources")
+    ctx.stage(88, "Summarising the sources and their key facts")
     report = ctx.run_blocking(build_report, brief, sources)
     ctx.stage(95, "Saving the research report")
-    analysis = Analysis(user_id=session.user_id, session_id=session.id, job_id=ctx.job_id, kind="research",
-                        data=report)
-    db.session.add(analysis)
-    db.session.commit()
-    return {"url": f"/sessions/{session.id}/research", "summary": report["summary"], "analysis_id": analysis.id,
-            "session_id": session.id}
+    analysis_id = save_row(Analysis(user_id=inputs.user_id, session_id=brief.id, job_id=ctx.job_id,
+                                    kind="research", data=report))
+    return {"url": f"/sessions/{brief.id}/research", "summary": report["summary"], "analysis_id": analysis_id,
+            "session_id": brief.id}

@@ -1,15 +1,18 @@
 """The risk register of a program: what the schedule, staffing, budget and kinds of work put at risk.
 
-Each risk has a likelihood and an impact (1-5), their product as its score, a mitigation and the
-workstream that owns it. Risks come from the program's own numbers (a critical path past the
-deadline, weeks where the team is over-allocated, budget per person-day), so they are specific
-to the session rather than a generic list.
+Each risk has a likelihood and an impact (1-5), their product as its score, a mitigation, the
+workstream it concerns and an owner: a role (the programme manager, the sponsor, the lead of a kind
+of work), never an objective. Risks come from the program's own numbers (a critical path past the
+deadline, weeks where the team is over-allocated, budget per person-day) and from the research's
+facts (cited with their source), so they are specific to the session rather than a generic list.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
+
+from . import facts
 
 # Below this budget per person-day of planned effort, the budget is unlikely to cover the work.
 LOW_DAY_RATE = Decimal(250)
@@ -32,6 +35,13 @@ _KIND_RISKS = {
 }
 
 
+# Who owns a risk, by the kind of workstream it concerns.
+ROLES = {"pmo": "Programme manager", "governance": "Programme sponsor", "change": "Change manager",
+         "launch": "Expansion lead", "digital": "Head of digital product", "people": "HR lead",
+         "efficiency": "Operations director", "commercial": "Commercial director", "compliance": "Compliance officer",
+         "general": "Delivery lead"}
+
+
 def level(score: int) -> str:
     return "high" if score >= 15 else "medium" if score >= 8 else "low"
 
@@ -40,15 +50,22 @@ def assess_risks(program: dict[str, Any], *, research: dict[str, Any] | None = N
                  canvas: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The risk register of ``program`` (its schedule, resources, budget and workstreams), highest score first."""
     names = {workstream["key"]: workstream["name"] for workstream in program["workstreams"]}
+    kinds = {workstream["key"]: workstream["kind"] for workstream in program["workstreams"]}
     found = [*_schedule_risks(program), *_resource_risks(program), *_budget_risks(program),
-             *_workstream_risks(program), *_evidence_risks(research, canvas)]
+             *_workstream_risks(program, research), *_evidence_risks(research, canvas)]
     ranked = sorted(enumerate(found), key=lambda item: (-item[1][1] * item[1][2], item[0]))
     register = []
-    for number, (_, (title, likelihood, impact, description, mitigation, owner)) in enumerate(ranked, start=1):
+    for number, (_, (title, likelihood, impact, description, mitigation, workstream, *cited)) in enumerate(
+            ranked, start=1):
         score = likelihood * impact
-        register.append({"id": f"R{number:02d}", "title": title, "description": description,
-                         "likelihood": likelihood, "impact": impact, "score": score, "level": level(score),
-                         "mitigation": mitigation, "owner": owner, "owner_name": names.get(owner, owner)})
+        role = ROLES.get(kinds.get(workstream, workstream), "Programme manager")
+        risk = {"id": f"R{number:02d}", "title": title, "description": description, "likelihood": likelihood,
+                "impact": impact, "score": score, "level": level(score), "mitigation": mitigation,
+                "workstream": workstream, "workstream_name": names.get(workstream, workstream),
+                "owner": role, "owner_name": role}
+        if cited and cited[0]:
+            risk["evidence"] = cited[0]
+        register.append(risk)
     return register
 
 
@@ -113,18 +130,28 @@ def _budget_risks(program: dict[str, Any]) -> list[tuple]:
     return []
 
 
-def _workstream_risks(program: dict[str, Any]) -> list[tuple]:
+def _workstream_risks(program: dict[str, Any], research: dict[str, Any] | None) -> list[tuple]:
     critical = {task["workstream"] for task in program["tasks"] if task["critical"]}
+    evidence = (research or {}).get("facts", [])
     risks = []
     objective_streams = [workstream for workstream in program["workstreams"] if workstream["objective"]]
+    seen: dict[str, int] = {}
     for workstream in objective_streams:
         title, likelihood, impact, mitigation = _KIND_RISKS[workstream["kind"]]
-        description = f"{title} for \u201c{workstream['name']}\u201d."
+        seen[title] = seen.get(title, 0) + 1
+        if seen[title] > 1:
+            title = f"{title} ({seen[title]})"
+        description = f"This threatens the objective \u201c{workstream['objective']}\u201d."
         if workstream["key"] in critical:
             likelihood = min(5, likelihood + 1)
             description += " It is on the critical path, so a delay here delays the whole program."
-        risks.append((f"{title}: {workstream['name']}", likelihood, impact, description, mitigation,
-                      workstream["key"]))
+        cited = facts.relevant(evidence, workstream["objective"], limit=1)
+        source = None
+        if cited:
+            source = {"text": cited[0]["text"], "url": cited[0].get("url"),
+                      "source": cited[0].get("source") or cited[0].get("url")}
+            description += f" The research says: {cited[0]['text']}"
+        risks.append((title, likelihood, impact, description, mitigation, workstream["key"], source))
     if len(objective_streams) > 4:
         risks.append(("Too many parallel workstreams", 3, 3,
                       f"{len(objective_streams)} objective workstreams run side by side under one steering committee.",
@@ -149,7 +176,7 @@ def _evidence_risks(research: dict[str, Any] | None, canvas: dict[str, Any] | No
     partners = next((block["items"] for block in (canvas or {}).get("blocks", []) if block["key"] == "key_partners"),
                     [])
     if partners:
-        named = "; ".join(item["text"] for item in partners[:3])
-        risks.append(("Dependency on key partners", 3, 3, f"Delivery relies on partners: {named}.",
+        named = " ".join(item["text"] for item in partners[:3])
+        risks.append(("Dependency on key partners", 3, 3, f"Delivery relies on partners. {named}",
                       "Agree terms and fallbacks with each partner before the stage gate.", "governance"))
     return risks

@@ -52,8 +52,8 @@ WORK_KINDS = (
           "regions store stores location locations international", [
               ("Market and site analysis", 6, 1), ("Offer and pricing design", 8, 1), ("Launch readiness", 10, 2),
               ("Pilot launch", 10, 2), ("Scale-up", 15, 2)], 4),
-    _kind("digital", "Technology", "build develop platform app apps software system systems digital automate "
-          "website online data integrate integration migrate migration cloud portal tool tools ai", [
+    _kind("digital", "Technology", "build develop platform app apps mobile order-ahead software system systems "
+          "digital automate website online data integrate integration migrate migration cloud portal tool tools ai", [
               ("Requirements and user research", 6, 1), ("Solution design", 8, 2), ("Build", 20, 3),
               ("Testing and hardening", 8, 2), ("Release", 4, 2)], 2),
     _kind("people", "People", "hire hiring recruit staff team teams train training skills talent culture "
@@ -64,7 +64,7 @@ WORK_KINDS = (
           "process processes lean waste streamline margin margins productivity", [
               ("Baseline measurement", 5, 1), ("Root-cause analysis", 7, 1), ("Process redesign", 10, 2),
               ("Implementation", 15, 2), ("Benefits measurement", 5, 1)], 3),
-    _kind("commercial", "Commercial", "revenue sales sell grow growth customer customers partnership "
+    _kind("commercial", "Commercial", "revenue sales sell grow growth wholesale customer customers partnership "
           "partnerships retention subscribers pricing marketing brand share", [
               ("Customer and market insight", 6, 1), ("Proposition and campaign design", 8, 1),
               ("Sales enablement", 10, 2), ("Campaign execution", 15, 2), ("Results review", 4, 1)], 3),
@@ -78,7 +78,7 @@ GENERAL = _kind("general", "Delivery", "", [("Analysis", 5, 1), ("Planning", 5, 
 
 # "3 new cities", "5 engineers", "two regions": a count of things, which scales the work.
 _COUNT = re.compile(r"\b(\d{1,3}|two|three|four|five|six|seven|eight|nine|ten)\s+(?:new\s+|more\s+|additional\s+)?"
-                    r"[a-z][a-z-]*s\b", re.IGNORECASE)
+                    r"[^\W\d_][\w-]*s\b", re.IGNORECASE)
 _NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 
 
@@ -122,10 +122,16 @@ class _Plan:
         self.workstreams.append({"key": key, "name": name, "kind": kind, "objective": objective})
         return key
 
-    def task(self, workstream: str, name: str, days: int, fte: float, depends_on: list[str]) -> str:
+    def task(self, workstream: str, name: str, days: int, fte: float, depends_on: list[str], *,
+             fixed: bool = False, effort: float | None = None) -> str:
+        """Add a task of ``days`` at ``fte`` people (``effort`` person-days when the size adds people).
+
+        A ``fixed`` task (a meeting, a gate) keeps its length whatever the plan's pace.
+        """
         task_id = f"T{len(self.tasks) + 1:02d}"
         self.tasks.append({"id": task_id, "name": name, "workstream": workstream, "days": days, "fte": fte,
-                           "depends_on": list(dict.fromkeys(depends_on))})
+                           "nominal_days": days, "effort": round(effort if effort is not None else days * fte, 1),
+                           "fixed": fixed, "depends_on": list(dict.fromkeys(depends_on))})
         return task_id
 
     def depend(self, task_id: str, on: str) -> None:
@@ -141,8 +147,8 @@ def plan_work(brief: SessionBrief, canvas: dict[str, Any] | None = None) -> dict
     plan = _Plan()
     milestones: list[tuple[str, str, str]] = []
     pmo = plan.workstream("pmo", "Programme management (PMO)", "pmo")
-    mobilise = plan.task(pmo, "Mobilise the programme team", 5, 1, [])
-    baseline = plan.task(pmo, "Programme plan and baseline", 5, 1, [mobilise])
+    mobilise = plan.task(pmo, "Mobilise the programme team", 5, 1, [], fixed=True)
+    baseline = plan.task(pmo, "Programme plan and baseline", 5, 1, [mobilise], fixed=True)
     milestones.append(("Programme mobilised", baseline, pmo))
 
     governance = "governance"
@@ -154,19 +160,22 @@ def plan_work(brief: SessionBrief, canvas: dict[str, Any] | None = None) -> dict
         count = min(count_in(objective), 10)
         ids: list[str] = []
         for index, step in enumerate(kind.steps):
+            # The scaled step's effort grows with the count (ten cafés, ten times the work) and the other
+            # steps' with its square root (ten sites to analyse, not ten analyses); lengths grow more slowly,
+            # because the units run in parallel with more people.
             days = round(step.days * (1 + 0.25 * (count - 1))) if index == kind.scaled else step.days
-            ids.append(plan.task(key, step.name, days, step.fte, [ids[-1]] if ids else [baseline]))
+            effort = step.days * step.fte * (count if index == kind.scaled else count ** 0.5)
+            ids.append(plan.task(key, step.name, days, step.fte, [ids[-1]] if ids else [baseline], effort=effort))
         objective_steps.append(ids)
         milestones.append((f"Delivered: {short_name(objective, 50)}", ids[-1], key))
 
     plan.workstream(governance, "Governance", "governance")
-    steering = plan.task(governance, "Steering committee and decision rights", 3, 1, [mobilise])
+    steering = plan.task(governance, "Steering committee and decision rights", 3, 1, [mobilise], fixed=True)
     gate_inputs = [steering] + [ids[1] for ids in objective_steps]
     partners = _key_partners(canvas)
     if partners:
-        gate_inputs.append(plan.task(governance, f"Agree terms with key partners ({', '.join(partners)})", 8, 1,
-                                     [steering]))
-    gate = plan.task(governance, "Stage gate: designs approved", 1, 1, gate_inputs)
+        gate_inputs.append(plan.task(governance, "Agree terms with key partners", 8, 1, [steering]))
+    gate = plan.task(governance, "Stage gate: designs approved", 1, 1, gate_inputs, fixed=True)
     milestones.append(("Designs approved at the stage gate", gate, governance))
     for ids in objective_steps:
         plan.depend(ids[2], on=gate)
@@ -179,7 +188,7 @@ def plan_work(brief: SessionBrief, canvas: dict[str, Any] | None = None) -> dict
                                                                                           objective_steps])
     adoption = plan.task(change, "Adoption review", 3, 1, [training] + [ids[-1] for ids in objective_steps])
 
-    close = plan.task(pmo, "Programme close-out", 3, 1, [benefits, adoption])
+    close = plan.task(pmo, "Programme close-out", 3, 1, [benefits, adoption], fixed=True)
     milestones.append(("Programme closed", close, pmo))
     return {"workstreams": plan.workstreams, "tasks": plan.tasks, "milestones": milestones}
 

@@ -4,6 +4,7 @@ import * as jobs from "./jobs.js";
 import * as badge from "./badge.js";
 import * as dashboard from "./dashboard.js";
 import * as programs from "./programs.js";
+import "./results.js";
 import * as progress from "./progress.js";
 import * as time from "./time.js";
 import * as title from "./title.js";
