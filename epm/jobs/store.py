@@ -205,6 +205,16 @@ class JobStore:
             pipe.hgetall(self.job_key(job_id))
         return {job_id: Job.from_hash(data) for job_id, data in zip(ids, pipe.execute(), strict=True) if data}
 
+    def seqs(self, job_ids: Iterable[str]) -> dict[str, int]:
+        """The seq of each job's last write (jobs whose hash is gone are left out). One round trip."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.job_key(job_id), "seq")
+        return {job_id: int(seq) for job_id, seq in zip(ids, pipe.execute(), strict=True) if seq is not None}
+
     def recent_ids(self, user_id: str, limit: int = 50) -> list[str]:
         return self.redis.zrevrange(self.user_jobs_key(user_id), 0, limit - 1)
 
