@@ -341,6 +341,40 @@ def get_request(path: str, cookie: str, extra: dict[str, str] | None = None) -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+# -- conditions of a run -----------------------------------------------------------------------------
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages and its CPU count, to print beside the figures."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def versions(*distributions: str) -> dict[str, str]:
+    """The installed version of each distribution ("not installed" for those missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in distributions:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+_UNRELATED = {"rows": [{"id": index, "name": f"row {index}", "tags": ["a", "b", "c"], "score": index * 0.5}
+                       for index in range(20)]}
+
+
+def unrelated_work() -> int:
+    """About a hundred microseconds of other work (JSON, hashing, sorting), run between measured calls so
+    that each call starts with caches and branch predictors as a real request leaves them, not warm."""
+    import hashlib
+
+    text = json.dumps(_UNRELATED)
+    digest = hashlib.sha256(text.encode() * 8).digest()
+    return len(json.loads(text)["rows"]) + digest[0]
+
+
 # -- statistics and output ---------------------------------------------------------------------------
 def percentile(values: Sequence[float], pct: float) -> float | None:
     """The ``pct`` percentile (nearest rank) of ``values``; None when there are none."""

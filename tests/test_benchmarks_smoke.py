@@ -27,9 +27,10 @@ def run_benchmark(script: str, *args: str, timeout: float = 120) -> dict:
 
 
 def test_progress_benchmark_reports_costs_writes_and_coalescing():
-    figures = run_benchmark("bench_progress.py", "--rounds", "1", "--calls", "20", "--naive-calls", "5",
+    figures = run_benchmark("bench_progress.py", "--rounds", "1", "--calls", "20", "--naive-every", "4",
                             "--jobs", "1", "--steps", "5", "--loop", "200")
-    for key in ("ping_us", "save_us", "update_us", "update_vs_ping", "naive_update_us", "db_writes_per_job",
+    for key in ("ping_us", "save_us", "update_us", "update_vs_ping", "store_update_us", "update_cpu_us",
+                "naive_update_us", "db_writes_per_job",
                 "naive_db_writes_per_job", "coalesced_events", "coalesced_redis_commands", "coalesced_wall_ms"):
         assert isinstance(figures[key], int | float), key
     assert figures["db_writes_per_job"] == 2
