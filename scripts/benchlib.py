@@ -178,8 +178,10 @@ def csrf_session(base_url: str, cookie: str) -> tuple[str, str]:
 class Server:
     """gunicorn with gevent workers, started from gunicorn.conf.py like the tests' live servers."""
 
-    def __init__(self, env: dict[str, str], workers: int):
+    def __init__(self, env: dict[str, str], workers: int, command: list[str] | None = None):
+        """``command``: another WSGI app's gunicorn command line (a peer's), bound to ``self.port``."""
         self.port = free_port()
+        self.command = command
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
@@ -189,7 +191,10 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop)
-        self.process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+        command = self.command or ["-c", "gunicorn.conf.py", "wsgi:app"]
+        if self.command:
+            command = ["-b", f"127.0.0.1:{self.port}", "-w", str(self.workers), *command]
+        self.process = subprocess.Popen([str(BIN / "gunicorn"), *command], cwd=ROOT,
                                         env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout

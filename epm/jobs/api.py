@@ -22,7 +22,7 @@ log = logging.getLogger("epm.sse")
 
 MAX_LIMIT = 100
 #: how far a list's ``version`` trails the newest seq it covers: more than the instances' clock skew
-SINCE_MARGIN_MS = 1000
+SINCE_MARGIN_MS = 500
 #: how long an EventSource whose stream could not open waits before it tries again
 UNAVAILABLE_RETRY_MS = 5000
 
