@@ -14,8 +14,9 @@ N demo jobs that each report progress every ``--step-seconds``, while M clients 
    (steps are evenly paced).
 3. polling with ``If-None-Match``: the same, answered 304 from the user's Redis version counter
    while nothing changed.
-4. peers: flask-sse serving the same clients the same kind of progress, published by a separate process
-   through its own API (scripts/bench_peers.py); its delay and its server CPU per delivered event.
+4. peers: flask-sse and Flask-SocketIO (Redis message queue, gevent-websocket) serving the same clients
+   the same kind of progress, published by a separate process through their own APIs
+   (scripts/bench_peers.py); their delay and server CPU per delivered event.
 5. idle: 5,000 event streams (``--idle N``) opened at once on one instance (2 workers on real backends)
    with a short heartbeat: failed opens, memory per connection (workers' RSS growth / connections) and
    whether the heartbeats come on time. ``--clients 10000 --idle`` runs this phase alone, with 10,000.
@@ -179,7 +180,10 @@ class EventStream(asyncio.Protocol):
             return  # "retry:" alone, or an event that is not a job's state
         self.last_beat = now
         # epm writes "data: {...}" last; flask-sse writes "data:{...}" followed by "id:...".
-        data = json.loads(block[start + 5:].split(b"\n", 1)[0])
+        self.record(json.loads(block[start + 5:].split(b"\n", 1)[0]), now)
+
+    def record(self, data: dict[str, Any], now: float) -> None:
+        """Count a job's state: its delay, whether it is in order, which step it shows."""
         self.tally.events += 1
         track = self.jobs.setdefault(data["id"], {"seq": 0, "first": None, "steps": set(), "terminal": False})
         if data["seq"] <= track["seq"]:
@@ -221,6 +225,78 @@ class EventStream(asyncio.Protocol):
             last = self.settings["steps"]
             expected = set(range(track["first"], last + 1))
             self.tally.lost += len(expected - track["steps"]) + (0 if track["terminal"] else 1)
+
+
+class SocketIOStream(EventStream):
+    """One Socket.IO client over a raw WebSocket (Engine.IO 4), as light as the SSE client: it answers the
+    server's pings and records each ``job`` event like an SSE one."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.buffer += data
+        if not self.head_done:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status, _ = benchlib.parse_head(bytes(self.buffer[:end + 4]))
+            del self.buffer[:end + 4]
+            self.head_done = True
+            if status != 101:
+                self.tally.error(f"websocket answered {status}")
+                self._settle(False)
+                self.close()
+                return
+        while (frame := self._frame()) is not None:
+            self._on_packet(frame, now)
+
+    def _frame(self) -> bytes | None:
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        length, offset = buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, offset = int.from_bytes(buf[2:4], "big"), 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, offset = int.from_bytes(buf[2:10], "big"), 10
+        if len(buf) < offset + length:
+            return None
+        payload = bytes(buf[offset:offset + length])
+        del buf[:offset + length]
+        return payload
+
+    def _send(self, text: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(text))
+        self.transport.write(bytes([0x81, 0x80 | len(text)]) + mask + masked)
+
+    def _on_packet(self, packet: bytes, now: float) -> None:
+        if packet.startswith(b"0"):  # Engine.IO open: join the default namespace
+            self._send(b"40")
+        elif packet.startswith(b"40"):
+            self.tally.connected += 1
+            self._settle(True)
+        elif packet == b"2":  # Engine.IO ping
+            self._send(b"3")
+        elif packet.startswith(b"42"):
+            name, data = json.loads(packet[2:])
+            if name == "job":
+                self.record(data, now)
+
+
+def websocket_request(path: str) -> bytes:
+    import base64
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
 async def poller(port: int, spec: dict[str, Any], settings: dict[str, Any], tally: Tally) -> None:
@@ -280,9 +356,13 @@ async def open_stream(port: int, spec: dict[str, Any], semaphore: asyncio.Semaph
     loop = asyncio.get_running_loop()
     async with semaphore:
         ready = loop.create_future()
-        request = benchlib.get_request(spec["path"], spec["cookie"], {"Accept": "text/event-stream"})
+        if spec.get("socketio"):
+            kind, request = SocketIOStream, websocket_request(spec["path"])
+        else:
+            kind, request = EventStream, benchlib.get_request(spec["path"], spec["cookie"],
+                                                              {"Accept": "text/event-stream"})
         try:
-            _, protocol = await loop.create_connection(lambda: EventStream(request, tally, settings, ready),
+            _, protocol = await loop.create_connection(lambda: kind(request, tally, settings, ready),
                                                        "127.0.0.1", port)
         except OSError as exc:
             tally.error(f"connect failed: {exc!r}")
@@ -509,21 +589,30 @@ def idle_phase(backends: Backends, users: list[User], sizes: dict, files: int, w
             "connect_seconds": connect_seconds, "worker_cpu_pct": idle_cpu, "heartbeat": heartbeat}
 
 
-def peer_phase(backends: Backends, sizes: dict, step_seconds: float, files: int, workers: int) -> dict | None:
-    """flask-sse serving the same clients the same kind of progress (published by a separate process)."""
+PEERS = {
+    "flask-sse": (["-k", "gevent", "bench_peers:sse_app"], "/stream?channel={channel}"),
+    "flask-socketio": (["-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+                        "bench_peers:socketio_app"], "/socket.io/?EIO=4&transport=websocket&room={channel}"),
+}
+
+
+def peer_phase(peer: str, backends: Backends, sizes: dict, step_seconds: float, files: int,
+               workers: int) -> dict | None:
+    """A peer serving the same clients the same kind of progress (published by a separate process)."""
     if not backends.real:
-        return None  # flask-sse needs a Redis server of its own to publish through
-    if benchlib.versions("flask-sse")["flask-sse"] == "not installed":
+        return None  # the peers need a Redis server of their own to publish through
+    if benchlib.versions(peer)[peer] == "not installed":
         return None
     import subprocess
     import sys
 
-    env = backends.server_env(BENCH_PEER="flask-sse")
+    env = backends.server_env(BENCH_PEER=peer)
     prefix = env.get("EPM_KEY_PREFIX", "bench:")
     jobs = sizes["jobs"]
     channels = [f"{prefix}peer{index}" for index in range(jobs)]
     steps = math.ceil((sizes["seconds"] + 2) / step_seconds)
-    command = ["-k", "gevent", "--worker-connections", "10000", "--chdir", "scripts", "bench_peers:sse_app"]
+    worker_class_and_app, path = PEERS[peer]
+    command = ["--worker-connections", "10000", "--chdir", "scripts", *worker_class_and_app]
     publish = {"channels": channels, "steps": steps, "step_seconds": step_seconds}
     with Server(env, workers=workers, command=command) as server:
         clients = Clients(sizes["processes"], server.port, files)
@@ -531,8 +620,8 @@ def peer_phase(backends: Backends, sizes: dict, step_seconds: float, files: int,
                                      env={**env, "BENCH_PUBLISH": json.dumps(publish)})
         try:
             settings = {"measure_from": float("inf"), "steps": steps, "heartbeat": 15.0}
-            specs = [{"path": f"/stream?channel={channels[index % jobs]}", "cookie": "-"}
-                     for index in range(sizes["clients"])]
+            specs = [{"path": path.format(channel=channels[index % jobs]), "cookie": "-",
+                      "socketio": peer == "flask-socketio"} for index in range(sizes["clients"])]
             # flask-sse sends its answer's head with the first event: opens complete as the jobs start.
             opened = clients.streams(specs, settings)
             measure_from = time.time()
@@ -549,7 +638,7 @@ def peer_phase(backends: Backends, sizes: dict, step_seconds: float, files: int,
             if publisher.poll() is None:
                 publisher.kill()
     return {"tally": tally, "seconds": seconds, "client_cpu_pct": client_cpu, "streams": opened["connected"],
-            "cpu_seconds": cpu_seconds, "version": benchlib.versions("flask-sse")["flask-sse"], **figures}
+            "cpu_seconds": cpu_seconds, "version": benchlib.versions(peer)[peer], "name": peer, **figures}
 
 
 def main() -> None:
@@ -608,13 +697,14 @@ def main() -> None:
             from epm.extensions import db
 
             db.engine.dispose()
-        peer = None if args.skip_peers else peer_phase(backends, sizes, args.step_seconds, files, workers)
+        peers = [] if args.skip_peers else [
+            found for name in PEERS if (found := peer_phase(name, backends, sizes, args.step_seconds, files, workers))]
         idle = None if args.skip_idle else idle_phase(backends, users, sizes, files, workers)
-    report(backends, sizes, workers, args.step_seconds, push, poll, etag, idle, statements, peer)
+    report(backends, sizes, workers, args.step_seconds, push, poll, etag, idle, statements, peers)
 
 
 def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, push: dict, poll: dict, etag: dict,
-           idle: dict | None, statements: dict, peer: dict | None) -> None:
+           idle: dict | None, statements: dict, peers: list[dict]) -> None:
     tally: Tally = push["tally"]
     p50, p99 = percentile(tally.latencies, 50), percentile(tally.latencies, 99)
     latency_max = max(tally.latencies) if tally.latencies else None
@@ -642,9 +732,9 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
         poll_row(f"{every} (first design)", poll),
         poll_row(f"{every} with If-None-Match", etag),
     ]
-    peer_tally: Tally | None = peer["tally"] if peer else None
-    if peer:
-        rows.append([f"push: flask-sse {peer['version']} (separate publisher)", peer["streams"],
+    for peer in peers:
+        peer_tally: Tally = peer["tally"]
+        rows.append([f"push: {peer['name']} {peer['version']} (separate publisher)", peer["streams"],
                      ms(percentile(peer_tally.latencies, 50)), ms(percentile(peer_tally.latencies, 99)),
                      ms(max(peer_tally.latencies, default=None)), None, 0.0, None, peer["server_cpu_pct"],
                      peer["server_rss_mb"], peer["client_cpu_pct"], peer_tally.errors])
@@ -665,15 +755,15 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
           f"{etag['ok_rps']:.0f} 200s/s at {statements['200']:g})")
     if fresher:
         print(f"push p99 is {fresher:.0f}x fresher than polling's median freshness ({fresher_p99:.0f}x its p99)")
-    peer_cpu_us = per_event(peer["cpu_seconds"], peer_tally) if peer else None
     print(f"server CPU per delivered event: ours {fmt_us(ours_cpu_us)} (the jobs run in the same server)"
-          + (f"; flask-sse {fmt_us(peer_cpu_us)} (its publisher is another process)" if peer else "")
-          + f"; {benchlib.load_average()}")
-    if peer:
-        print(f"flask-sse: {peer_tally.events:,} events received, lost {peer_tally.lost}, errors "
+          + "".join(f"; {peer['name']} {fmt_us(per_event(peer['cpu_seconds'], peer['tally']))}" for peer in peers)
+          + f" (the peers' publisher is another process); {benchlib.load_average()}")
+    for peer in peers:
+        peer_tally = peer["tally"]
+        print(f"{peer['name']}: {peer_tally.events:,} events received, lost {peer_tally.lost}, errors "
               f"{peer_tally.errors}, disconnects {peer_tally.disconnects}")
         for sample in peer_tally.error_samples:
-            print(f"  flask-sse error: {sample}")
+            print(f"  {peer['name']} error: {sample}")
     for sample in tally.error_samples + poll_tally.error_samples + etag_tally.error_samples:
         print(f"  error: {sample}")
 
@@ -694,12 +784,16 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
         "fresher_x": fresher, "fresher_p99_x": fresher_p99, "server_cpu_us_per_event": ours_cpu_us,
         "load": benchlib.load_average(),
     }
-    if peer:
-        figures.update({"flask_sse_version": peer["version"], "flask_sse_streams": peer["streams"],
-                        "flask_sse_p50_ms": ms(percentile(peer_tally.latencies, 50)),
-                        "flask_sse_p99_ms": ms(percentile(peer_tally.latencies, 99)),
-                        "flask_sse_cpu_us_per_event": peer_cpu_us, "flask_sse_errors": peer_tally.errors,
-                        "flask_sse_lost": peer_tally.lost, "flask_sse_server_rss_mb": peer["server_rss_mb"]})
+    for peer in peers:
+        key, peer_tally = peer["name"].replace("-", "_"), peer["tally"]
+        figures.update({f"{key}_version": peer["version"], f"{key}_streams": peer["streams"],
+                        f"{key}_p50_ms": ms(percentile(peer_tally.latencies, 50)),
+                        f"{key}_p99_ms": ms(percentile(peer_tally.latencies, 99)),
+                        f"{key}_cpu_us_per_event": per_event(peer["cpu_seconds"], peer_tally),
+                        f"{key}_errors": peer_tally.errors, f"{key}_lost": peer_tally.lost,
+                        f"{key}_server_rss_mb": peer["server_rss_mb"]})
+        if ours_cpu_us and figures[f"{key}_cpu_us_per_event"]:
+            figures[f"cpu_per_event_vs_{key}"] = ours_cpu_us / figures[f"{key}_cpu_us_per_event"]
     verdicts = [("latency p99 <= 50 ms", p99 is not None and p99 <= 0.05),
                 ("no errors", figures["errors"] == 0), ("no disconnects", tally.disconnects == 0),
                 ("no lost events", tally.lost == 0), (">= 30x fresher than polling", (fresher or 0) >= 30)]
