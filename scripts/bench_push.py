@@ -120,16 +120,8 @@ class EventStream(asyncio.Protocol):
         now = time.time()
         self.buffer += data
         if not self.head_done:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status, headers = benchlib.parse_head(bytes(self.buffer[:end + 4]))
-            del self.buffer[:end + 4]
-            self.head_done = True
-            if status != 200 or headers.get(b"transfer-encoding") != b"chunked":
-                self.tally.error(f"stream answered {status}")
-                self._settle(False)
-                self.close()
+            if not self._head(lambda status, headers: status == 200
+                              and headers.get(b"transfer-encoding") == b"chunked"):
                 return
             self.tally.connected += 1
             self.last_beat = now
@@ -144,6 +136,21 @@ class EventStream(asyncio.Protocol):
             self._on_block(block, now)
         if self.ended:
             self.close()
+
+    def _head(self, accepted) -> bool:
+        """Read the answer's head once it is complete: False while incomplete, or when not ``accepted``."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        status, headers = benchlib.parse_head(bytes(self.buffer[:end + 4]))
+        del self.buffer[:end + 4]
+        self.head_done = True
+        if not accepted(status, headers):
+            self.tally.error(f"stream answered {status}")
+            self._settle(False)
+            self.close()
+            return False
+        return True
 
     def _dechunk(self) -> None:
         buf = self.buffer
@@ -231,25 +238,11 @@ class SocketIOStream(EventStream):
     """One Socket.IO client over a raw WebSocket (Engine.IO 4), as light as the SSE client: it answers the
     server's pings and records each ``job`` event like an SSE one."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        transport.write(self.request)
-
     def data_received(self, data: bytes) -> None:
         now = time.time()
         self.buffer += data
-        if not self.head_done:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status, _ = benchlib.parse_head(bytes(self.buffer[:end + 4]))
-            del self.buffer[:end + 4]
-            self.head_done = True
-            if status != 101:
-                self.tally.error(f"websocket answered {status}")
-                self._settle(False)
-                self.close()
-                return
+        if not self.head_done and not self._head(lambda status, _: status == 101):
+            return
         while (frame := self._frame()) is not None:
             self._on_packet(frame, now)
 
