@@ -32,7 +32,7 @@ SIZES = {
     # rounds of (ping, save, progress, ..., naive); turns per round; a naive update every n-th turn;
     # whole jobs for the write count and their progress calls; calls of the tight loop
     "quick": {"rounds": 3, "calls": 300, "naive_every": 5, "jobs": 3, "steps": 50, "loop": 10_000},
-    "full": {"rounds": 7, "calls": 2_000, "naive_every": 5, "jobs": 20, "steps": 100, "loop": 10_000},
+    "full": {"rounds": 5, "calls": 1_000, "naive_every": 5, "jobs": 20, "steps": 100, "loop": 10_000},
 }
 
 
@@ -380,7 +380,8 @@ def main() -> None:
         user_id = str(benchlib.create_users(app, 1, "progress")[0])
 
         probe = run_job(direct, "bench_progress_costs", user_id,
-                        {"rounds": sizes["rounds"], "calls": sizes["calls"], "naive_every": sizes["naive_every"]})
+                        {"rounds": sizes["rounds"], "calls": sizes["calls"], "naive_every": sizes["naive_every"]},
+                        timeout=1800)
         rounds = probe.result["rounds"]
 
         from epm.extensions import db
