@@ -99,8 +99,17 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EPM_STAGE_SECONDS": _float(env, "EPM_STAGE_SECONDS", 0.0),
         # Seconds between keep-alive comments on an idle event stream.
         "EPM_SSE_HEARTBEAT": _float(env, "EPM_SSE_HEARTBEAT", 15.0),
+        # Seconds of silence after which a worker's pub/sub connection is PINGed (and replaced if it is dead).
+        "EPM_PUBSUB_HEALTH_CHECK": _float(env, "EPM_PUBSUB_HEALTH_CHECK", 5.0),
         # Seconds a Redis command may take before the API answers 503 instead of hanging.
         "EPM_REDIS_TIMEOUT": _float(env, "EPM_REDIS_TIMEOUT", 2.0),
+        # Redis connections one process may hold at once, sized from the connections a worker accepts
+        # (gunicorn.conf.py reads EPM_WORKER_CONNECTIONS too), capped so that a few instances stay far
+        # below Redis's maxclients (10,000): a burst of stream opens must not queue behind a small pool.
+        "EPM_REDIS_MAX_CONNECTIONS": _int(env, "EPM_REDIS_MAX_CONNECTIONS",
+                                          min(_int(env, "EPM_WORKER_CONNECTIONS", 10000), 1000)),
+        # Seconds a request waits for one of those connections when all are busy (a burst, not an outage).
+        "EPM_REDIS_POOL_TIMEOUT": _float(env, "EPM_REDIS_POOL_TIMEOUT", 10.0),
         # Seconds each check of /readyz (Redis PING, database SELECT 1) may take before it counts as down.
         "EPM_READY_TIMEOUT": _float(env, "EPM_READY_TIMEOUT", 2.0),
         # Background maintenance (reaper, outbox flusher) in every app process.

@@ -32,12 +32,12 @@ def init_redis(app: Flask) -> redis.Redis:
     url = app.config["REDIS_URL"]
     if url:
         timeout = app.config["EPM_REDIS_TIMEOUT"]
-        # A blocking pool: in a burst (every tab reopening its event stream after a deploy) a request
-        # waits up to the timeout for one of the pool's connections instead of failing at once with
-        # "Too many connections" (redis-py's pool holds at most 100).
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=100, timeout=timeout, decode_responses=True,
-                                                     socket_timeout=timeout, socket_connect_timeout=timeout,
-                                                     health_check_interval=30)
+        # A blocking pool sized from the connections a worker accepts: in a burst (every tab reopening its
+        # event stream after a deploy) a request waits for a connection instead of failing at once.
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=app.config["EPM_REDIS_MAX_CONNECTIONS"],
+                                                     timeout=app.config["EPM_REDIS_POOL_TIMEOUT"],
+                                                     decode_responses=True, socket_timeout=timeout,
+                                                     socket_connect_timeout=timeout, health_check_interval=30)
         client = redis.Redis.from_pool(pool)
     else:
         import fakeredis

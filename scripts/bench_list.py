@@ -6,7 +6,9 @@ Keep-alive clients send the same list request as fast as the worker answers, in 
 without a validator (a 200 that reads the database and Redis) and with ``If-None-Match`` (a 304 from
 the user's Redis version counter). The database statements each costs are counted twice: in this
 process, with a listener on the app's engine, and, on PostgreSQL, from the server's own transaction
-count during each round. A 304 that costs a database statement fails the run.
+count during each round. A 304 that costs a database statement fails the run. Then, while some of the
+user's jobs run and report progress, pollers poll as the browser does when its stream is down: with
+``If-None-Match`` and with ``?since=V``; the 304 share, the bytes and the worker CPU per answer of each.
 
     .venv/bin/python scripts/bench_list.py [--quick]
 
@@ -29,13 +31,15 @@ from benchlib import Backends, CpuMeter, HttpConnection, Server, median, percent
 from epm.jobs.job import Job, JobStatus, iso, next_seq
 
 SIZES = {
-    "quick": {"rounds": 2, "seconds": 2.0, "concurrency": 8, "active": 20, "finished": 1000, "counted": 50},
-    "full": {"rounds": 5, "seconds": 5.0, "concurrency": 16, "active": 20, "finished": 1000, "counted": 200},
+    "quick": {"rounds": 2, "seconds": 2.0, "concurrency": 8, "active": 20, "finished": 1000, "counted": 50,
+              "pollers": 20, "poll_interval": 0.5, "poll_seconds": 3.0, "moving": 2, "move_every": 1.0},
+    "full": {"rounds": 5, "seconds": 5.0, "concurrency": 16, "active": 20, "finished": 1000, "counted": 200,
+             "pollers": 50, "poll_interval": 3.0, "poll_seconds": 15.0, "moving": 1, "move_every": 5.0},
 }
 PATH = benchlib.LIST_PATH
 
 
-def seed(app, user_id: str, active: int, finished: int) -> None:
+def seed(app, user_id: str, active: int, finished: int) -> list[Job]:
     """Give the user ``finished`` jobs in the database and ``active`` newer ones running in Redis."""
     from sqlalchemy import insert
 
@@ -74,6 +78,82 @@ def seed(app, user_id: str, active: int, finished: int) -> None:
         for job in live:
             store.save(job, publish=False)
         db.session.remove()
+    return live
+
+
+class Mover:
+    """Running jobs that move: each of ``jobs`` reports progress every ``every`` seconds (the real write)."""
+
+    def __init__(self, app, jobs: list[Job], every: float):
+        import threading
+
+        self.store = app.extensions["epm.jobs"].store
+        self.jobs = jobs
+        self.every = every
+        self.writes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Mover:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from epm.jobs.job import utcnow
+
+        pause = self.every / max(1, len(self.jobs))
+        while not self._stop.is_set():
+            for job in self.jobs:
+                job.progress = (job.progress + 1) % 100
+                job.message = f"Working on step {job.progress}"
+                job.seq = next_seq(job.seq)
+                job.updated_at = iso(utcnow())
+                self.store.save_progress(job)
+                self.writes += 1
+                if self._stop.wait(pause):
+                    return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+async def poll(port: int, cookie: str, mode: str, pollers: int, interval: float, seconds: float) -> dict:
+    """``pollers`` clients of the user poll the list every ``interval`` s, as jobs.js does when its stream is
+    down: ``etag`` sends If-None-Match with the last ETag; ``since`` asks for what changed since the last
+    version it was given (``?since=V``) and merges it."""
+    import json
+    import random
+
+    counts = {"200": 0, "304": 0, "other": 0, "bytes": 0}
+
+    async def poller(offset: float) -> None:
+        conn = await HttpConnection.open(port)
+        etag, version = None, 0
+        await asyncio.sleep(offset)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            if mode == "etag":
+                raw = benchlib.get_request(PATH + "?limit=50", cookie, {"If-None-Match": etag} if etag else None)
+            else:
+                raw = benchlib.get_request(f"{PATH}?limit=50&since={version}", cookie)
+            status, headers, body = await conn.request(raw)
+            counts["bytes"] += len(body)
+            if status == 200:
+                counts["200"] += 1
+                etag = (headers.get(b"etag") or b"").decode() or etag
+                version = json.loads(body).get("version", version)
+            elif status == 304:
+                counts["304"] += 1
+            else:
+                counts["other"] += 1
+            await asyncio.sleep(interval)
+        conn.close()
+
+    await asyncio.gather(*(poller(random.uniform(0, interval)) for _ in range(pollers)))
+    answers = counts["200"] + counts["304"] + counts["other"]
+    return {**counts, "answers": answers, "share_304": counts["304"] / max(1, answers),
+            "bytes_per_answer": counts["bytes"] / max(1, answers)}
 
 
 async def load(port: int, raw: bytes, expect: int, concurrency: int, seconds: float) -> dict[str, float]:
@@ -138,14 +218,17 @@ def main() -> None:
     sizes.update({name: getattr(args, name) for name in sizes if getattr(args, name) is not None})
 
     with Backends("bench_list") as backends:
-        print(f"bench_list on {backends.label}; sizes {sizes}", flush=True)
+        print(f"bench_list on {backends.label}; sizes {sizes}; {benchlib.load_average()}", flush=True)
         app = backends.app()
         user_id = str(benchlib.create_users(app, 1, "lister")[0])
-        seed(app, user_id, sizes["active"], sizes["finished"])
+        live = seed(app, user_id, sizes["active"], sizes["finished"])
         cookie = benchlib.session_cookie(app, user_id)
         # The reaper would end the seeded jobs, which have no runner; it is not what is measured.
         with Server(backends.server_env(EPM_MAINTENANCE="0"), workers=1) as server:
             figures = measure(server, backends, cookie, sizes)
+            with Mover(app, live[-sizes["moving"]:], sizes["move_every"]) as mover:
+                figures["polling"] = measure_polling(server, backends, cookie, sizes)
+            figures["moves"] = mover.writes
         counts = benchlib.list_statements(app, cookie, sizes["counted"])
         with app.app_context():
             from epm.extensions import db
@@ -188,8 +271,32 @@ def measure(server: Server, backends: Backends, cookie: str, sizes: dict) -> dic
     return {"listed": listed, "results": results}
 
 
+def measure_polling(server: Server, backends: Backends, cookie: str, sizes: dict) -> dict:
+    """Pollers of a user whose running jobs move, with If-None-Match and with ?since=, in alternating rounds."""
+    worker = server.worker_pids()
+    transactions = TransactionCounter(backends)
+    found: dict[str, list[dict]] = {"etag": [], "since": []}
+    for _ in range(max(1, sizes["rounds"] // 2)):
+        for mode in found:
+            before = transactions.reading()
+            server_cpu = CpuMeter(lambda: worker)
+            started = time.monotonic()
+            result = asyncio.run(poll(server.port, cookie, mode, sizes["pollers"], sizes["poll_interval"],
+                                      sizes["poll_seconds"]))
+            cpu_seconds = server_cpu.percent() / 100 * (time.monotonic() - started)
+            result["cpu_us_per_answer"] = cpu_seconds / max(1, result["answers"]) * 1e6
+            after = transactions.reading()
+            result["db_xacts_per_answer"] = None if before is None else (after - before) / max(1, result["answers"])
+            found[mode].append(result)
+    return found
+
+
 def report(backends: Backends, sizes: dict, figures: dict, counts: dict) -> None:
     results = figures["results"]
+    polling = figures["polling"]
+
+    def polled(mode: str, name: str) -> float | None:
+        return median([r[name] for r in polling[mode] if r[name] is not None])
 
     def med(kind: str, name: str) -> float | None:
         values = [r[name] for r in results[kind] if r[name] is not None]
@@ -219,6 +326,16 @@ def report(backends: Backends, sizes: dict, figures: dict, counts: dict) -> None
     print(f"304 vs 200: {ratio:.1f}x the requests per second (median of per-round ratios); the 304 runs at "
           f"{of_floor:.0%} of the floor's rate, so no 304 could beat the 200 by more than "
           f"{ratio / of_floor:.1f}x here")
+    print_table(f"Polling while {sizes['moving']} of the user's jobs run and report progress every "
+                f"{sizes['move_every']:g} s ({figures['moves']} writes): {sizes['pollers']} pollers every "
+                f"{sizes['poll_interval']:g} s for {sizes['poll_seconds']:g} s per round (medians of the rounds)",
+                ["poller", "answers", "304 share", "bytes per answer", "worker CPU µs per answer",
+                 "DB transactions per answer", "errors"],
+                [[label, polled(mode, "answers"), polled(mode, "share_304"), polled(mode, "bytes_per_answer"),
+                  polled(mode, "cpu_us_per_answer"), polled(mode, "db_xacts_per_answer"),
+                  sum(r["other"] for r in polling[mode])]
+                 for mode, label in (("etag", "If-None-Match (the user's version)"),
+                                     ("since", "?since=V (jobs written after V)"))])
     ok_statements = counts["304"] == 0 and (xacts_per_request("304") or 0) == 0
     verdicts = [("304 costs no DB statement", ok_statements), ("304 >= 5x the rps of a 200", ratio >= 5)]
     print("Targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in verdicts))
@@ -232,6 +349,15 @@ def report(backends: Backends, sizes: dict, figures: dict, counts: dict) -> None
         "db_statements_per_200": counts["200"], "db_statements_per_304": counts["304"],
         "db_xacts_per_200": xacts_per_request("200"), "db_xacts_per_304": xacts_per_request("304"),
         "errors": sum(r["errors"] for kind in results for r in results[kind]),
+        "load": benchlib.load_average(), "moving_jobs": sizes["moving"], "move_every_s": sizes["move_every"],
+        "pollers": sizes["pollers"], "poll_interval_s": sizes["poll_interval"],
+        "poll_304_share_etag": polled("etag", "share_304"), "poll_304_share_since": polled("since", "share_304"),
+        "poll_bytes_etag": polled("etag", "bytes_per_answer"), "poll_bytes_since": polled("since", "bytes_per_answer"),
+        "poll_cpu_us_etag": polled("etag", "cpu_us_per_answer"),
+        "poll_cpu_us_since": polled("since", "cpu_us_per_answer"),
+        "poll_db_xacts_etag": polled("etag", "db_xacts_per_answer"),
+        "poll_db_xacts_since": polled("since", "db_xacts_per_answer"),
+        "poll_errors": sum(r["other"] for mode in polling for r in polling[mode]),
     }))
     if not ok_statements:
         print(f"FAILED: a 304 cost {counts['304']} database statements in process, "

@@ -14,12 +14,17 @@ N demo jobs that each report progress every ``--step-seconds``, while M clients 
    (steps are evenly paced).
 3. polling with ``If-None-Match``: the same, answered 304 from the user's Redis version counter
    while nothing changed.
-4. idle: 5,000 event streams held by one gevent worker with a short heartbeat: memory per connection
-   (worker RSS growth / connections) and whether the heartbeats come on time.
+4. peers: flask-sse and Flask-SocketIO (Redis message queue, gevent-websocket) serving the same clients
+   the same kind of progress, published by a separate process through their own APIs
+   (scripts/bench_peers.py); their delay and server CPU per delivered event.
+5. idle: 5,000 event streams (``--idle N``) opened at once on one instance (2 workers on real backends)
+   with a short heartbeat: failed opens, memory per connection (workers' RSS growth / connections) and
+   whether the heartbeats come on time. ``--clients 10000 --idle`` runs this phase alone, with 10,000.
 
 Clients are asyncio protocols in separate processes, so the clients are not what is measured.
 
     .venv/bin/python scripts/bench_push.py [--quick]
+    .venv/bin/python scripts/bench_push.py --clients 10000 --idle
 
 Prints tables, then one JSON line of figures. See docs/performance.md.
 """
@@ -115,16 +120,8 @@ class EventStream(asyncio.Protocol):
         now = time.time()
         self.buffer += data
         if not self.head_done:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status, headers = benchlib.parse_head(bytes(self.buffer[:end + 4]))
-            del self.buffer[:end + 4]
-            self.head_done = True
-            if status != 200 or headers.get(b"transfer-encoding") != b"chunked":
-                self.tally.error(f"stream answered {status}")
-                self._settle(False)
-                self.close()
+            if not self._head(lambda status, headers: status == 200
+                              and headers.get(b"transfer-encoding") == b"chunked"):
                 return
             self.tally.connected += 1
             self.last_beat = now
@@ -139,6 +136,21 @@ class EventStream(asyncio.Protocol):
             self._on_block(block, now)
         if self.ended:
             self.close()
+
+    def _head(self, accepted) -> bool:
+        """Read the answer's head once it is complete: False while incomplete, or when not ``accepted``."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        status, headers = benchlib.parse_head(bytes(self.buffer[:end + 4]))
+        del self.buffer[:end + 4]
+        self.head_done = True
+        if not accepted(status, headers):
+            self.tally.error(f"stream answered {status}")
+            self._settle(False)
+            self.close()
+            return False
+        return True
 
     def _dechunk(self) -> None:
         buf = self.buffer
@@ -170,10 +182,15 @@ class EventStream(asyncio.Protocol):
                 self.tally.heartbeat_late.append(now - self.last_beat - self.settings["heartbeat"])
             self.last_beat = now
             return
-        if not block.startswith(b"id:"):
-            return
+        start = block.find(b"data:")
+        if start < 0 or not (b"event: job" in block or b"event:job" in block):
+            return  # "retry:" alone, or an event that is not a job's state
         self.last_beat = now
-        data = json.loads(block[block.index(b"data: ") + 6:])
+        # epm writes "data: {...}" last; flask-sse writes "data:{...}" followed by "id:...".
+        self.record(json.loads(block[start + 5:].split(b"\n", 1)[0]), now)
+
+    def record(self, data: dict[str, Any], now: float) -> None:
+        """Count a job's state: its delay, whether it is in order, which step it shows."""
         self.tally.events += 1
         track = self.jobs.setdefault(data["id"], {"seq": 0, "first": None, "steps": set(), "terminal": False})
         if data["seq"] <= track["seq"]:
@@ -215,6 +232,64 @@ class EventStream(asyncio.Protocol):
             last = self.settings["steps"]
             expected = set(range(track["first"], last + 1))
             self.tally.lost += len(expected - track["steps"]) + (0 if track["terminal"] else 1)
+
+
+class SocketIOStream(EventStream):
+    """One Socket.IO client over a raw WebSocket (Engine.IO 4), as light as the SSE client: it answers the
+    server's pings and records each ``job`` event like an SSE one."""
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.buffer += data
+        if not self.head_done and not self._head(lambda status, _: status == 101):
+            return
+        while (frame := self._frame()) is not None:
+            self._on_packet(frame, now)
+
+    def _frame(self) -> bytes | None:
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        length, offset = buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, offset = int.from_bytes(buf[2:4], "big"), 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, offset = int.from_bytes(buf[2:10], "big"), 10
+        if len(buf) < offset + length:
+            return None
+        payload = bytes(buf[offset:offset + length])
+        del buf[:offset + length]
+        return payload
+
+    def _send(self, text: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(text))
+        self.transport.write(bytes([0x81, 0x80 | len(text)]) + mask + masked)
+
+    def _on_packet(self, packet: bytes, now: float) -> None:
+        if packet.startswith(b"0"):  # Engine.IO open: join the default namespace
+            self._send(b"40")
+        elif packet.startswith(b"40"):
+            self.tally.connected += 1
+            self._settle(True)
+        elif packet == b"2":  # Engine.IO ping
+            self._send(b"3")
+        elif packet.startswith(b"42"):
+            name, data = json.loads(packet[2:])
+            if name == "job":
+                self.record(data, now)
+
+
+def websocket_request(path: str) -> bytes:
+    import base64
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
 async def poller(port: int, spec: dict[str, Any], settings: dict[str, Any], tally: Tally) -> None:
@@ -270,13 +345,17 @@ def _reveal(job: dict[str, Any], seen: dict[str, tuple[int, float]], now: float,
 
 async def open_stream(port: int, spec: dict[str, Any], semaphore: asyncio.Semaphore, tally: Tally,
                       settings: dict[str, Any], streams: list[EventStream]) -> None:
-    """Open one event stream; return once its answer's head arrived (at most 100 opening at once)."""
+    """Open one event stream; return once its answer's head arrived."""
     loop = asyncio.get_running_loop()
     async with semaphore:
         ready = loop.create_future()
-        request = benchlib.get_request(spec["path"], spec["cookie"], {"Accept": "text/event-stream"})
+        if spec.get("socketio"):
+            kind, request = SocketIOStream, websocket_request(spec["path"])
+        else:
+            kind, request = EventStream, benchlib.get_request(spec["path"], spec["cookie"],
+                                                              {"Accept": "text/event-stream"})
         try:
-            _, protocol = await loop.create_connection(lambda: EventStream(request, tally, settings, ready),
+            _, protocol = await loop.create_connection(lambda: kind(request, tally, settings, ready),
                                                        "127.0.0.1", port)
         except OSError as exc:
             tally.error(f"connect failed: {exc!r}")
@@ -298,7 +377,8 @@ async def _client_session(pipe, port: int) -> None:
         command, payload = await loop.run_in_executor(None, pipe.recv)
         if command == "streams":
             settings.update(payload["settings"])
-            semaphore = asyncio.Semaphore(100)
+            # All at once unless told otherwise: a burst of opens is what production sees after a deploy.
+            semaphore = asyncio.Semaphore(settings.get("open_concurrency") or max(1, len(payload["specs"])))
             connected, errors = tally.connected, tally.errors
             await asyncio.gather(*(open_stream(port, spec, semaphore, tally, settings, streams)
                                    for spec in payload["specs"]))
@@ -440,10 +520,12 @@ def push_phase(server: Server, clients: Clients, users: list[User], sizes: dict,
     ended = started + steps * step_seconds * 1.03
     time.sleep(max(0.0, ended - time.time()))
     figures = server_figures(server, cpu)
+    cpu_seconds = figures["server_cpu_pct"] / 100 * (time.time() - measure_from)
     time.sleep(2.0)
     seconds = time.time() - measure_from
     tally, client_cpu = clients.collect(seconds)
     return {"tally": tally, "seconds": seconds, "client_cpu_pct": client_cpu, "steps": steps,
+            "cpu_seconds": cpu_seconds,
             "streams": opened["connected"] + more["connected"], **figures}
 
 
@@ -469,10 +551,10 @@ def poll_phase(server: Server, clients: Clients, backends: Backends, users: list
             "db_xacts_per_s": None if transactions is None else (after - transactions) / seconds, **figures}
 
 
-def idle_phase(backends: Backends, users: list[User], sizes: dict, files: int) -> dict:
+def idle_phase(backends: Backends, users: list[User], sizes: dict, files: int, workers: int) -> dict:
     heartbeat = sizes["heartbeat"]
     env = backends.server_env(EPM_SSE_HEARTBEAT=str(heartbeat))
-    with Server(env, workers=1) as server:
+    with Server(env, workers=workers) as server:
         clients = Clients(sizes["processes"], server.port, files)
         try:
             settings = {"measure_from": float("inf"), "steps": 0, "heartbeat": heartbeat}
@@ -480,23 +562,81 @@ def idle_phase(backends: Backends, users: list[User], sizes: dict, files: int) -
             clients.streams(warm, settings)
             clients.collect(1.0)  # closes them: the worker has now served streams once
             time.sleep(0.5)
-            worker = server.worker_pids()[0]
-            before = benchlib.rss_kb(worker)
+            worker_pids = server.worker_pids()
+            before = sum(benchlib.rss_kb(pid) for pid in worker_pids)
             specs = [{"path": EVENTS_PATH, "cookie": users[index % len(users)].cookie}
                      for index in range(sizes["idle"])]
             started = time.monotonic()
             opened = clients.streams(specs, settings)
             connect_seconds = time.monotonic() - started
-            cpu = CpuMeter(lambda: [worker])
+            cpu = CpuMeter(lambda: worker_pids)
             time.sleep(sizes["idle_seconds"])
-            after = benchlib.rss_kb(worker)
+            after = sum(benchlib.rss_kb(pid) for pid in worker_pids)
             idle_cpu = cpu.percent()
             tally, _ = clients.collect(sizes["idle_seconds"])
         finally:
             clients.close()
-    return {"tally": tally, "connected": opened["connected"], "rss_before_mb": before / 1024,
+    return {"tally": tally, "connected": opened["connected"], "failed_opens": sizes["idle"] - opened["connected"],
+            "workers": workers, "rss_before_mb": before / 1024,
             "rss_after_mb": after / 1024, "kb_per_connection": (after - before) / max(1, opened["connected"]),
             "connect_seconds": connect_seconds, "worker_cpu_pct": idle_cpu, "heartbeat": heartbeat}
+
+
+PEERS = {
+    "flask-sse": (["-k", "gevent", "bench_peers:sse_app"], "/stream?channel={channel}"),
+    "flask-socketio": (["-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+                        "bench_peers:socketio_app"], "/socket.io/?EIO=4&transport=websocket&room={channel}"),
+}
+
+
+def peer_phase(peer: str, backends: Backends, sizes: dict, step_seconds: float, files: int,
+               workers: int) -> dict | None:
+    """A peer serving the same clients the same kind of progress (published by a separate process)."""
+    if not backends.real:
+        return None  # the peers need a Redis server of their own to publish through
+    if benchlib.versions(peer)[peer] == "not installed":
+        return None
+    import subprocess
+    import sys
+
+    env = backends.server_env(BENCH_PEER=peer)
+    prefix = env.get("EPM_KEY_PREFIX", "bench:")
+    jobs = sizes["jobs"]
+    channels = [f"{prefix}peer{index}" for index in range(jobs)]
+    steps = math.ceil((sizes["seconds"] + 2) / step_seconds)
+    worker_class_and_app, path = PEERS[peer]
+    command = ["--worker-connections", "10000", "--chdir", "scripts", *worker_class_and_app]
+    publish = {"channels": channels, "steps": steps, "step_seconds": step_seconds}
+    with Server(env, workers=workers, command=command) as server:
+        clients = Clients(sizes["processes"], server.port, files)
+        publisher = subprocess.Popen([sys.executable, "scripts/bench_peers.py"], cwd=benchlib.ROOT,
+                                     env={**env, "BENCH_PUBLISH": json.dumps(publish)})
+        try:
+            settings = {"measure_from": float("inf"), "steps": steps, "heartbeat": 15.0}
+            specs = [{"path": path.format(channel=channels[index % jobs]), "cookie": "-",
+                      "socketio": peer == "flask-socketio"} for index in range(sizes["clients"])]
+            # flask-sse sends its answer's head with the first event: opens complete as the jobs start.
+            opened = clients.streams(specs, settings)
+            measure_from = time.time()
+            clients.tell({"measure_from": measure_from})
+            cpu = CpuMeter(server.pids)
+            try:
+                publisher.wait(steps * step_seconds * 10 + 120)
+            except subprocess.TimeoutExpired:
+                # The publisher fell behind (a busy machine): stop it; what arrived so far is measured.
+                publisher.kill()
+                print(f"{peer}: the publisher had not published every step in time; stopped it", flush=True)
+            figures = server_figures(server, cpu)
+            cpu_seconds = figures["server_cpu_pct"] / 100 * (time.time() - measure_from)
+            time.sleep(2.0)
+            seconds = time.time() - measure_from
+            tally, client_cpu = clients.collect(seconds)
+        finally:
+            clients.close()
+            if publisher.poll() is None:
+                publisher.kill()
+    return {"tally": tally, "seconds": seconds, "client_cpu_pct": client_cpu, "streams": opened["connected"],
+            "cpu_seconds": cpu_seconds, "version": benchlib.versions(peer)[peer], "name": peer, **figures}
 
 
 def main() -> None:
@@ -506,18 +646,37 @@ def main() -> None:
                         help="how often each job reports progress (>= 2x EPM_PROGRESS_INTERVAL keeps every "
                              "call its own event)")
     for name, value in SIZES["full"].items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), help=f"override the size {name}")
+        if name != "idle":
+            parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), help=f"override the size {name}")
+    parser.add_argument("--idle", nargs="?", type=int, const=0,
+                        help="idle streams in the idle phase; bare --idle: the idle phase alone, with --clients "
+                             "streams (all opened at once)")
     parser.add_argument("--skip-idle", action="store_true", help="leave out the idle-connection phase")
+    parser.add_argument("--skip-peers", action="store_true", help="leave out the peers (flask-sse)")
     args = parser.parse_args()
     sizes = dict(SIZES["quick" if args.quick else "full"])
     sizes.update({name: getattr(args, name) for name in sizes if getattr(args, name) is not None})
+    idle_only = args.idle == 0
+    if idle_only:
+        sizes["idle"] = sizes["clients"]
     files = benchlib.raise_open_files(max(4096, 2 * sizes["idle"] + 2 * sizes["clients"] + 512))
 
     with Backends("bench_push") as backends:
         workers = 2 if backends.real else 1
         print(f"bench_push on {backends.label}, {workers} gevent worker(s); sizes {sizes}; "
-              f"progress every {args.step_seconds:g} s per job", flush=True)
+              f"progress every {args.step_seconds:g} s per job; {benchlib.load_average()}", flush=True)
         app = backends.app()
+        if idle_only:
+            count = min(sizes["users"], sizes["idle"])
+            users = [User(user_id, benchlib.session_cookie(app, user_id))
+                     for user_id in benchlib.create_users(app, count, "idler")]
+            with app.app_context():
+                from epm.extensions import db
+
+                db.engine.dispose()
+            idle = idle_phase(backends, users, sizes, files, workers)
+            report_idle(sizes, idle, {})
+            return
         count = max(sizes["users"], sizes["jobs"])
         users = [User(user_id, benchlib.session_cookie(app, user_id))
                  for user_id in benchlib.create_users(app, count, "pusher")]
@@ -536,12 +695,14 @@ def main() -> None:
             from epm.extensions import db
 
             db.engine.dispose()
-        idle = None if args.skip_idle else idle_phase(backends, users, sizes, files)
-    report(backends, sizes, workers, args.step_seconds, push, poll, etag, idle, statements)
+        peers = [] if args.skip_peers else [
+            found for name in PEERS if (found := peer_phase(name, backends, sizes, args.step_seconds, files, workers))]
+        idle = None if args.skip_idle else idle_phase(backends, users, sizes, files, workers)
+    report(backends, sizes, workers, args.step_seconds, push, poll, etag, idle, statements, peers)
 
 
 def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, push: dict, poll: dict, etag: dict,
-           idle: dict | None, statements: dict) -> None:
+           idle: dict | None, statements: dict, peers: list[dict]) -> None:
     tally: Tally = push["tally"]
     p50, p99 = percentile(tally.latencies, 50), percentile(tally.latencies, 99)
     latency_max = max(tally.latencies) if tally.latencies else None
@@ -562,12 +723,19 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
                 phase["server_rss_mb"], phase["client_cpu_pct"], phase["tally"].errors]
 
     every = f"polling every {sizes['poll_interval']:g} s"
+    ours_cpu_us = per_event(push["cpu_seconds"], tally)
     rows = [
-        ["push: SSE (ours)", push["streams"], ms(p50), ms(p99), ms(latency_max), None, 0.0,
-         None, push["server_cpu_pct"], push["server_rss_mb"], push["client_cpu_pct"], tally.errors],
+        ["push: SSE (ours, jobs running in the server)", push["streams"], ms(p50), ms(p99), ms(latency_max), None,
+         0.0, None, push["server_cpu_pct"], push["server_rss_mb"], push["client_cpu_pct"], tally.errors],
         poll_row(f"{every} (first design)", poll),
         poll_row(f"{every} with If-None-Match", etag),
     ]
+    for peer in peers:
+        peer_tally: Tally = peer["tally"]
+        rows.append([f"push: {peer['name']} {peer['version']} (separate publisher)", peer["streams"],
+                     ms(percentile(peer_tally.latencies, 50)), ms(percentile(peer_tally.latencies, 99)),
+                     ms(max(peer_tally.latencies, default=None)), None, 0.0, None, peer["server_cpu_pct"],
+                     peer["server_rss_mb"], peer["client_cpu_pct"], peer_tally.errors])
     print_table(f"Freshness and cost: {sizes['jobs']} running jobs (progress every {step_seconds:g} s), "
                 f"{sizes['clients']:,} clients, {workers} gevent worker(s), {backends.label}",
                 ["design", "clients", "delay p50 ms", "p99 ms", "max ms", "requests/s", "DB statements/s",
@@ -585,6 +753,15 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
           f"{etag['ok_rps']:.0f} 200s/s at {statements['200']:g})")
     if fresher:
         print(f"push p99 is {fresher:.0f}x fresher than polling's median freshness ({fresher_p99:.0f}x its p99)")
+    print(f"server CPU per delivered event: ours {fmt_us(ours_cpu_us)} (the jobs run in the same server)"
+          + "".join(f"; {peer['name']} {fmt_us(per_event(peer['cpu_seconds'], peer['tally']))}" for peer in peers)
+          + f" (the peers' publisher is another process); {benchlib.load_average()}")
+    for peer in peers:
+        peer_tally = peer["tally"]
+        print(f"{peer['name']}: {peer_tally.events:,} events received, lost {peer_tally.lost}, errors "
+              f"{peer_tally.errors}, disconnects {peer_tally.disconnects}")
+        for sample in peer_tally.error_samples:
+            print(f"  {peer['name']} error: {sample}")
     for sample in tally.error_samples + poll_tally.error_samples + etag_tally.error_samples:
         print(f"  error: {sample}")
 
@@ -602,33 +779,70 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
         "etag_304_share": etag_tally.statuses[304] / max(1, sum(etag_tally.statuses.values())),
         "etag_db_statements_per_s": db_per_s(etag), "etag_server_cpu_pct": etag["server_cpu_pct"],
         "db_statements_per_304": statements["304"], "db_statements_per_200": statements["200"],
-        "fresher_x": fresher, "fresher_p99_x": fresher_p99,
+        "fresher_x": fresher, "fresher_p99_x": fresher_p99, "server_cpu_us_per_event": ours_cpu_us,
+        "load": benchlib.load_average(),
     }
+    for peer in peers:
+        key, peer_tally = peer["name"].replace("-", "_"), peer["tally"]
+        figures.update({f"{key}_version": peer["version"], f"{key}_streams": peer["streams"],
+                        f"{key}_p50_ms": ms(percentile(peer_tally.latencies, 50)),
+                        f"{key}_p99_ms": ms(percentile(peer_tally.latencies, 99)),
+                        f"{key}_cpu_us_per_event": per_event(peer["cpu_seconds"], peer_tally),
+                        f"{key}_errors": peer_tally.errors, f"{key}_lost": peer_tally.lost,
+                        f"{key}_server_rss_mb": peer["server_rss_mb"]})
+        if ours_cpu_us and figures[f"{key}_cpu_us_per_event"]:
+            figures[f"cpu_per_event_vs_{key}"] = ours_cpu_us / figures[f"{key}_cpu_us_per_event"]
     verdicts = [("latency p99 <= 50 ms", p99 is not None and p99 <= 0.05),
                 ("no errors", figures["errors"] == 0), ("no disconnects", tally.disconnects == 0),
                 ("no lost events", tally.lost == 0), (">= 30x fresher than polling", (fresher or 0) >= 30)]
     if idle is not None:
-        idle_tally: Tally = idle["tally"]
-        late = idle_tally.heartbeat_late
-        print_table(f"{sizes['idle']:,} idle event streams on one gevent worker (heartbeat every "
-                    f"{idle['heartbeat']:g} s, held {sizes['idle_seconds']:g} s)",
-                    ["connected", "connect s", "worker RSS before MB", "after MB", "KB per connection",
-                     "heartbeats", "late p50 ms", "late p99 ms", "late max ms", "worker CPU %", "disconnects",
-                     "errors"],
-                    [[idle["connected"], idle["connect_seconds"], idle["rss_before_mb"], idle["rss_after_mb"],
-                      idle["kb_per_connection"], len(late), ms(percentile(late, 50)), ms(percentile(late, 99)),
-                      ms(max(late, default=None)), idle["worker_cpu_pct"], idle_tally.disconnects,
-                      idle_tally.errors]])
-        beats_ok = bool(late) and percentile(late, 99) <= max(0.5, idle["heartbeat"] / 4)
-        figures.update({"idle_connections": idle["connected"], "kb_per_connection": idle["kb_per_connection"],
-                        "heartbeats": len(late), "heartbeat_late_p99_ms": ms(percentile(late, 99)),
-                        "heartbeat_late_max_ms": ms(max(late, default=None)),
-                        "idle_disconnects": idle_tally.disconnects, "idle_errors": idle_tally.errors,
-                        "idle_worker_cpu_pct": idle["worker_cpu_pct"]})
-        for sample in idle_tally.error_samples:
-            print(f"  idle error: {sample}")
-        verdicts += [("idle < 50 KB per connection", idle["kb_per_connection"] < 50),
-                     ("heartbeats on time", beats_ok and idle["connected"] == sizes["idle"])]
+        verdicts += idle_figures(sizes, idle, figures)
+    print("Targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in verdicts))
+    benchlib.emit(benchlib.rounded(figures))
+
+
+def per_event(cpu_seconds: float, tally: Tally) -> float | None:
+    """Server CPU µs per event the clients received while the CPU was measured."""
+    return cpu_seconds / len(tally.latencies) * 1e6 if tally.latencies else None
+
+
+def fmt_us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} µs"
+
+
+def idle_figures(sizes: dict, idle: dict, figures: dict) -> list[tuple[str, bool]]:
+    """Print the idle phase's table, add its figures, return its verdicts."""
+    def ms(value: float | None) -> float | None:
+        return None if value is None else value * 1000
+
+    idle_tally: Tally = idle["tally"]
+    late = idle_tally.heartbeat_late
+    print_table(f"{sizes['idle']:,} idle event streams opened at once on one instance ({idle['workers']} gevent "
+                f"worker(s); heartbeat every {idle['heartbeat']:g} s, held {sizes['idle_seconds']:g} s)",
+                ["connected", "failed opens", "connect s", "workers' RSS before MB", "after MB",
+                 "KB per connection", "heartbeats", "late p50 ms", "late p99 ms", "late max ms", "worker CPU %",
+                 "disconnects", "errors"],
+                [[idle["connected"], idle["failed_opens"], idle["connect_seconds"], idle["rss_before_mb"],
+                  idle["rss_after_mb"], idle["kb_per_connection"], len(late), ms(percentile(late, 50)),
+                  ms(percentile(late, 99)), ms(max(late, default=None)), idle["worker_cpu_pct"],
+                  idle_tally.disconnects, idle_tally.errors]])
+    beats_ok = bool(late) and percentile(late, 99) <= max(0.5, idle["heartbeat"] / 4)
+    figures.update({"idle_connections": idle["connected"], "idle_failed_opens": idle["failed_opens"],
+                    "idle_connect_s": idle["connect_seconds"], "kb_per_connection": idle["kb_per_connection"],
+                    "heartbeats": len(late), "heartbeat_late_p99_ms": ms(percentile(late, 99)),
+                    "heartbeat_late_max_ms": ms(max(late, default=None)),
+                    "idle_disconnects": idle_tally.disconnects, "idle_errors": idle_tally.errors,
+                    "idle_worker_cpu_pct": idle["worker_cpu_pct"], "idle_workers": idle["workers"]})
+    for sample in idle_tally.error_samples:
+        print(f"  idle error: {sample}")
+    return [("idle <= 25 KB per connection", idle["kb_per_connection"] <= 25),
+            ("0 failed opens", idle["failed_opens"] == 0),
+            ("heartbeats on time", beats_ok and idle["connected"] == sizes["idle"])]
+
+
+def report_idle(sizes: dict, idle: dict, figures: dict) -> None:
+    verdicts = idle_figures(sizes, idle, figures)
+    figures["load"] = benchlib.load_average()
     print("Targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in verdicts))
     benchlib.emit(benchlib.rounded(figures))
 

@@ -185,9 +185,12 @@ def csrf_session(base_url: str, cookie: str) -> tuple[str, str]:
 class Server:
     """gunicorn with gevent workers, started from gunicorn.conf.py like the tests' live servers."""
 
-    def __init__(self, env: dict[str, str], workers: int, root: Path = ROOT):
+    def __init__(self, env: dict[str, str], workers: int, command: list[str] | None = None, root: Path = ROOT):
+        """``command``: another WSGI app's gunicorn command line (a peer's), bound to ``self.port``;
+        ``root``: the checkout to run (a baseline's own code)."""
         self.root = root
         self.port = free_port()
+        self.command = command
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
@@ -197,7 +200,10 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop)
-        self.process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=self.root,
+        command = self.command or ["-c", "gunicorn.conf.py", "wsgi:app"]
+        if self.command:
+            command = ["-b", f"127.0.0.1:{self.port}", "-w", str(self.workers), *command]
+        self.process = subprocess.Popen([str(BIN / "gunicorn"), *command], cwd=self.root,
                                         env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -347,6 +353,40 @@ def get_request(path: str, cookie: str, extra: dict[str, str] | None = None) -> 
     lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", f"Cookie: session={cookie}", "Accept: */*"]
     lines.extend(f"{name}: {value}" for name, value in (extra or {}).items())
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+# -- conditions of a run -----------------------------------------------------------------------------
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages and its CPU count, to print beside the figures."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def versions(*distributions: str) -> dict[str, str]:
+    """The installed version of each distribution ("not installed" for those missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in distributions:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+_UNRELATED = {"rows": [{"id": index, "name": f"row {index}", "tags": ["a", "b", "c"], "score": index * 0.5}
+                       for index in range(20)]}
+
+
+def unrelated_work() -> int:
+    """About a hundred microseconds of other work (JSON, hashing, sorting), run between measured calls so
+    that each call starts with caches and branch predictors as a real request leaves them, not warm."""
+    import hashlib
+
+    text = json.dumps(_UNRELATED)
+    digest = hashlib.sha256(text.encode() * 8).digest()
+    return len(json.loads(text)["rows"]) + digest[0]
 
 
 # -- statistics and output ---------------------------------------------------------------------------

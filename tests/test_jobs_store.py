@@ -61,21 +61,91 @@ def test_save_is_one_round_trip(app):
     assert len(calls) == 1, "a progress update must be a single pipelined round trip"
 
 
-def test_save_publishes_the_job_on_its_channel_and_the_users(app, plain_redis):
-    store = current_jobs_store(app)
-    pubsub = plain_redis.pubsub()
+def _follow_job_and_user(app, plain_redis):
+    """A pub/sub connection following job j1's channel and user 7's, once Redis confirmed both."""
     prefix = app.config["EPM_KEY_PREFIX"]
+    pubsub = plain_redis.pubsub()
     pubsub.subscribe(f"{prefix}job:j1", f"{prefix}user:7")
     wait_for(lambda: pubsub.get_message(timeout=0.2) and False or len(pubsub.channels) == 2)
-    job = _job()
-    store.save(job)
-    received = []
+    return pubsub
+
+
+def _two_events(pubsub) -> list[dict]:
+    received: list[dict] = []
     wait_for(lambda: (m := pubsub.get_message(timeout=0.2)) and m["type"] == "message" and received.append(m)
              or len(received) == 2, message="two published events")
+    return received
+
+
+def test_save_publishes_the_job_on_its_channel_and_the_users(app, plain_redis):
+    store = current_jobs_store(app)
+    prefix = app.config["EPM_KEY_PREFIX"]
+    pubsub = _follow_job_and_user(app, plain_redis)
+    job = _job()
+    store.save(job)
+    received = _two_events(pubsub)
     assert {m["channel"] for m in received} == {f"{prefix}job:j1", f"{prefix}user:7"}
     event = json.loads(received[0]["data"])
     assert event["seq"] == job.seq and event["progress"] == 40 and event["status"] == "running"
     pubsub.close()
+
+
+def test_progress_write_is_one_evalsha_that_writes_changed_fields_and_publishes(app, plain_redis):
+    store = current_jobs_store(app)
+    prefix = app.config["EPM_KEY_PREFIX"]
+    job = _job()
+    store.save(job)
+    store.save(job, progress_only=True)  # the first call loads the script (SCRIPT LOAD): once per server
+    plain_redis.hset(f"{prefix}job:j1", "cancel_requested", "1")  # set by someone else: kept
+    pubsub = _follow_job_and_user(app, plain_redis)
+    commands = []
+    real_execute = store.redis.execute_command
+
+    def counting(*args, **kwargs):
+        commands.append(args[0])
+        return real_execute(*args, **kwargs)
+
+    store.redis.execute_command = counting
+    try:
+        job.progress, job.message, job.seq, job.updated_at = 55, "More", next_seq(job.seq), iso(utcnow())
+        assert store.save(job, progress_only=True) is True
+    finally:
+        store.redis.execute_command = real_execute
+    assert commands == ["EVALSHA"]
+    data = plain_redis.hgetall(f"{prefix}job:j1")
+    assert (data["progress"], data["message"], data["seq"]) == ("55", "More", str(job.seq))
+    assert data["cancel_requested"] == "1" and data["status"] == "running"
+    assert plain_redis.get(f"{prefix}user:7:version") == "3"
+    assert plain_redis.zscore(f"{prefix}jobs:active", "j1") > job.seq / 1000
+    received = _two_events(pubsub)
+    assert {json.loads(m["data"])["progress"] for m in received} == {55}
+    pubsub.close()
+
+
+def test_progress_write_after_redis_lost_the_job_writes_the_whole_state(app, plain_redis):
+    store = current_jobs_store(app)
+    prefix = app.config["EPM_KEY_PREFIX"]
+    job = _job()
+    store.save(job)
+    plain_redis.delete(f"{prefix}job:j1", f"{prefix}user:7:jobs")
+    job.progress, job.seq = 60, next_seq(job.seq)
+    assert store.save(job, progress_only=True) is True
+    data = plain_redis.hgetall(f"{prefix}job:j1")
+    assert data["progress"] == "60" and data["job_type"] == "demo_countdown" and data["user_id"] == "7"
+    assert data["created_at"] == job.created_at and data["title"] == "Demo"
+    assert plain_redis.zscore(f"{prefix}user:7:jobs", "j1") is not None
+
+
+def test_progress_write_never_overwrites_a_terminal_state(app, plain_redis):
+    store = current_jobs_store(app)
+    prefix = app.config["EPM_KEY_PREFIX"]
+    job = _job()
+    store.save(job)
+    plain_redis.hset(f"{prefix}job:j1", "status", "failed")
+    job.progress, job.seq = 70, next_seq(job.seq)
+    assert store.save(job, progress_only=True) is False
+    data = plain_redis.hgetall(f"{prefix}job:j1")
+    assert data["status"] == "failed" and data["progress"] == "40"
 
 
 def test_terminal_hash_expires_only_after_the_database_has_it(app, plain_redis):

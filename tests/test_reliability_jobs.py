@@ -202,7 +202,8 @@ def test_a_start_that_cannot_reach_redis_leaves_no_row_and_no_lock(app, auth_cli
 
 def test_event_streams_end_when_the_process_stops(app):
     hub = app.extensions["epm.hub"]
-    body = stream(hub, ["epmtest:nothing"], snapshot=list, heartbeat=0.1)
+    hub.heartbeat = 0.1  # the hub's one keep-alive timer starts with the first stream
+    body = stream(hub, ["epmtest:nothing"], snapshot=list)
     received: list[bytes] = []
     reader = threading.Thread(target=lambda: received.extend(body))
     reader.start()
@@ -212,7 +213,7 @@ def test_event_streams_end_when_the_process_stops(app):
     assert not reader.is_alive(), "the stream ended"
     body.close()
     assert hub.streams == 0
-    late = stream(hub, ["epmtest:nothing"], snapshot=list, heartbeat=0.1)
+    late = stream(hub, ["epmtest:nothing"], snapshot=list)
     assert list(late) == [b"retry: 2000\n\n"], "a stream opened while stopping ends at once"
 
 

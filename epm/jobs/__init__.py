@@ -28,7 +28,8 @@ def init_app(app: Flask, current_user_id: Callable[[], str | None]) -> JobServic
                      heartbeat_timeout=float(app.config["EPM_HEARTBEAT_TIMEOUT"]))
     service = JobService(app, store)
     app.extensions["epm.jobs"] = service
-    app.extensions["epm.hub"] = EventHub(client)
+    app.extensions["epm.hub"] = EventHub(client, heartbeat=float(app.config["EPM_SSE_HEARTBEAT"]),
+                                         health_check=float(app.config["EPM_PUBSUB_HEALTH_CHECK"]))
     app.extensions["epm.user_id"] = current_user_id
     app.extensions["epm.maintenance"] = Maintenance(app, service)
     app.register_blueprint(api.bp)

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from ..errors import EpmError, Unauthorized, ValidationFailed
 from ..extensions import db
+from . import signals
 from .job import Job, JobStatus
 from .registry import all_operations, get_operation
-from .sse import stream
+from .sse import render, stream
 
 bp = Blueprint("jobs_api", __name__, url_prefix="/api")
+log = logging.getLogger("epm.sse")
 
 MAX_LIMIT = 100
+#: how far a list's ``version`` trails the newest seq it covers: more than the instances' clock skew
+SINCE_MARGIN_MS = 500
+#: how long an EventSource whose stream could not open waits before it tries again
+UNAVAILABLE_RETRY_MS = 5000
 
 
 def _jobs():
@@ -51,18 +61,68 @@ def list_operations() -> Response:
 
 @bp.get("/background-jobs")
 def list_jobs() -> Response:
+    """The user's jobs; with ``since=V`` (a ``version`` this endpoint answered) only those changed since."""
     user_id = current_user_id()
     args = _list_args()
     service = _jobs()
-    etag = service.list_etag(user_id, request.query_string.decode())
-    if etag in request.if_none_match or request.headers.get("If-None-Match") == etag:
-        response = Response(status=304)
+    since = _since_arg(args)
+    if since is not None:
+        response = _changes_since(service, user_id, since, args)
     else:
-        jobs = service.list(user_id, **args)
-        response = jsonify(jobs=[job.to_dict() for job in jobs])
-    response.headers["ETag"] = etag
+        etag = service.list_etag(user_id, request.query_string.decode())
+        if etag in request.if_none_match or request.headers.get("If-None-Match") == etag:
+            response = Response(status=304)
+        else:
+            jobs = service.list(user_id, **args)
+            response = jsonify(jobs=[job.to_dict() for job in jobs], version=_version(jobs, 0))
+        response.headers["ETag"] = etag
     response.headers["Cache-Control"] = "private, no-cache"
     return response
+
+
+def _since_arg(args: dict[str, Any]) -> int | None:
+    raw = request.args.get("since")
+    if raw in (None, ""):
+        return None
+    if not raw.isdigit():
+        raise ValidationFailed("since must be a version this list answered.",
+                               {"since": "must be a whole number (the list's version)"})
+    if args["status"]:
+        # A job leaving the filter (running -> completed) would silently stay on the poller's list.
+        raise ValidationFailed("since cannot be combined with status: filter the changed jobs yourself.",
+                               {"status": "not allowed with since"})
+    return int(raw)
+
+
+def _changes_since(service, user_id: str, since: int, args: dict[str, Any]) -> Response:
+    """The jobs of the user's recent window changed after version ``since``, from Redis alone; 304 if none.
+
+    A job's seq is the millisecond clock of its last write (``next_seq``), so "changed since V" is
+    "seq > V". Two round trips for a 304 (the window's ids, their seqs) and no database statement.
+    """
+    seqs = service.store.seqs(service.store.recent_ids(user_id, args["limit"]))
+    changed = [job_id for job_id, seq in seqs.items() if seq > since]
+    live = service.store.load_many(changed)
+    jobs = [job for job_id in changed if (job := live.get(job_id)) is not None and _matches(job, args)]
+    if not jobs:
+        return Response(status=304)
+    return jsonify(jobs=[job.to_dict() for job in jobs], since=since, version=_version(jobs, since))
+
+
+def _matches(job: Job, args: dict[str, Any]) -> bool:
+    return ((args["job_type"] is None or job.job_type == args["job_type"])
+            and (args["session_id"] is None or job.session_id == args["session_id"]))
+
+
+def _version(jobs: list[Job], since: int) -> int:
+    """What a poller sends as ``since`` next: the newest seq it was given, held back by ``SINCE_MARGIN_MS``.
+
+    Seqs come from the clocks of the instances that wrote them; holding the version back by more than
+    their skew means a write landing on a slower clock right after this answer still counts as newer.
+    A change is then sent again for up to the margin (clients drop what is not newer than they hold).
+    """
+    newest = max((job.seq for job in jobs), default=since)
+    return max(since, min(newest, int(time.time() * 1000) - SINCE_MARGIN_MS))
 
 
 def _list_args() -> dict[str, Any]:
@@ -166,9 +226,29 @@ def _event_stream(channels: list[str], snapshot, *, single_job: bool = False) ->
     except ValueError:
         last_event_id = None
     hub = current_app.extensions["epm.hub"]
-    body = stream(hub, channels, snapshot, heartbeat=float(current_app.config["EPM_SSE_HEARTBEAT"]),
-                  last_event_id=last_event_id, single_job=single_job)
+    try:
+        body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job)
+    except redis.RedisError as exc:
+        if request.headers.get("Accept", "").split(";")[0].strip() != "text/event-stream":
+            raise  # a 503 with the JSON error, like the rest of the API
+        body = [_unavailable(exc)]
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def _unavailable(error: redis.RedisError) -> bytes:
+    """What an EventSource understands when its stream cannot open: when to come back, and why.
+
+    A browser's EventSource gives up for good on any answer but ``200 text/event-stream``, so it gets
+    one: ``retry`` (it reconnects by itself after that many milliseconds), an ``unavailable`` event with
+    the API's error body, and the end of the stream. Other clients get the API's 503.
+    """
+    signals.backend_error.send(error, backend="redis")
+    log.error("event stream not opened: Redis unavailable (%s); the browser retries in %d ms", error,
+              UNAVAILABLE_RETRY_MS)
+    payload = json.dumps({"error": {"code": "redis_unavailable",
+                                    "message": "Live updates are paused: job state (Redis) is unavailable. "
+                                               "Reconnecting..."}})
+    return f"retry: {UNAVAILABLE_RETRY_MS}\n\n".encode() + render(payload, 0, "unavailable")

@@ -195,8 +195,9 @@ class _LiveJob:
                     if not self.store.save_unless_finished(self.job):
                         self.mark_reaped()
                         return False
-                else:
-                    self.store.save(self.job, progress_only=not (status_change or full))
+                elif not self.store.save(self.job, progress_only=not (status_change or full)):
+                    self.mark_reaped()  # Redis holds a terminal state: a reaper ended the job
+                    return False
             except redis.RedisError as exc:
                 # Keep working: the next save writes the whole state again, so nothing is lost.
                 if not self.redis_failing:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -27,6 +26,8 @@ log = logging.getLogger("epm.sse")
 RESYNC = object()
 #: put on every stream's queue when the process stops: streams end, browsers reconnect elsewhere
 CLOSE = object()
+#: put on every stream's queue by the hub's one timer: a stream with nothing else to send sends a keep-alive
+HEARTBEAT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,42 +55,66 @@ def render(data: str, event_id: int | str, event: str = "job") -> bytes:
 
 
 class Subscription:
-    """A stream's inbox on the hub."""
+    """A stream's inbox on the hub: what arrived since the stream last looked, and a flag to wake it.
 
-    __slots__ = ("channels", "queue", "counted")
+    The stream waits on the flag without a timeout (no timer object per wait): the hub's one heartbeat
+    timer wakes every stream of the process when a keep-alive is due.
+    """
+
+    __slots__ = ("channels", "pending", "ready", "counted")
 
     def __init__(self, channels: tuple[str, ...]):
         self.channels = channels
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending: deque = deque()
+        self.ready = threading.Event()
         self.counted = False
 
-    def get(self, timeout: float) -> Message | object | None:
-        try:
-            return self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    def put(self, item: Message | object) -> None:
+        self.pending.append(item)
+        self.ready.set()
+
+    def drain(self) -> list[Message | object]:
+        """Everything queued, oldest first; waits until there is something."""
+        self.ready.wait()
+        self.ready.clear()
+        items = []
+        pending = self.pending
+        while pending:
+            items.append(pending.popleft())
+        return items
 
 
 class EventHub:
-    """Fans the messages of one pub/sub connection out to this process's streams."""
+    """Fans the messages of one pub/sub connection out to this process's streams.
 
-    def __init__(self, client: redis.Redis):
+    The connection is checked every ``health_check`` seconds (a PING when nothing arrived) and
+    replaced, with every channel subscribed again, as soon as it is found dead, also when a stream's
+    SUBSCRIBE fails on it: a stream is not refused while Redis is up. With no stream left, the connection
+    is let go, so an idle worker holds no connection that a Redis restart could leave dead.
+    """
+
+    def __init__(self, client: redis.Redis, *, heartbeat: float = 15.0, health_check: float = 5.0):
         self.client = client
+        self.heartbeat = heartbeat
+        self.health_check = health_check
         self._pubsub = client.pubsub(ignore_subscribe_messages=False)
         self._subs: dict[str, set[Subscription]] = {}
         self._ready: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._beat_thread: threading.Thread | None = None
         self.streams = 0
+        #: events handed to streams (one per stream an event reached), read by benchmarks and metrics
+        self.delivered = 0
         self.closed = False
 
     def subscribe(self, *channels: str, timeout: float = 5.0) -> Subscription:
         """Follow ``channels``; returns once Redis confirmed them, so no later event is missed.
 
-        Raises ``redis.RedisError`` when Redis cannot be reached, before anything was sent.
+        A connection that fails the SUBSCRIBE is replaced at once and the subscription tried again on the
+        new one. Raises ``redis.RedisError`` when Redis cannot be reached, before anything was sent.
         """
         sub = Subscription(channels)
-        waits = []
         with self._lock:
             new = []
             for channel in channels:
@@ -97,19 +122,25 @@ class EventHub:
                 if not members:
                     new.append(channel)
                     self._ready[channel] = threading.Event()
-                waits.append(self._ready[channel])
                 members.add(sub)
+            waits = [self._ready[channel] for channel in channels]
             try:
                 if new:
-                    self._pubsub.subscribe(*new)
+                    try:
+                        self._pubsub.subscribe(*new)
+                    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                        log.info("event hub: pub/sub connection found dead on subscribe (%s); replacing it", exc)
+                        self._replace_connection()
             except (redis.RedisError, OSError):
                 self._remove(sub)
                 raise
-            self._ensure_listener()
-        for ready in waits:
-            if not ready.wait(timeout):
-                self.unsubscribe(sub)
-                raise redis.ConnectionError("Redis did not confirm the subscription in time")
+            self._ensure_threads()
+        # A connection that took the SUBSCRIBE but is dead (its server restarted) fails the listener's next
+        # read, which replaces it and subscribes every channel again: the confirmation comes from there.
+        # A slow confirmation is not a dead connection (a busy worker): it is not replaced for that.
+        if not _all_set(waits, timeout):
+            self.unsubscribe(sub)
+            raise redis.ConnectionError("Redis did not confirm the subscription in time")
         sub.counted = True
         self.streams += 1
         signals.stream_changed.send(self, delta=1)
@@ -141,81 +172,142 @@ class EventHub:
                 del self._subs[channel]
                 self._ready.pop(channel, None)
                 gone.append(channel)
-        if gone:
-            try:
-                self._pubsub.unsubscribe(*gone)
-            except (redis.RedisError, OSError) as exc:
-                log.warning("could not unsubscribe from %s: %s", gone, exc)
+        if not gone:
+            return
+        if not self._subs:
+            # Nobody follows anything: let the connection go (the next stream takes a fresh one).
+            old, self._pubsub = self._pubsub, self.client.pubsub(ignore_subscribe_messages=False)
+            _close_quietly(old)
+            return
+        try:
+            self._pubsub.unsubscribe(*gone)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not unsubscribe from %s: %s", gone, exc)
 
-    def _ensure_listener(self) -> None:
+    def _replace_connection(self) -> None:
+        """A fresh pub/sub connection following every channel (lock held); raises while Redis is away.
+
+        The streams already open may have missed events on the old connection: they re-send snapshots.
+        """
+        pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+        channels = list(self._subs)
+        try:
+            if channels:
+                pubsub.subscribe(*channels)
+        except (redis.RedisError, OSError):
+            _close_quietly(pubsub)
+            raise
+        old, self._pubsub = self._pubsub, pubsub
+        _close_quietly(old)
+        for members in self._subs.values():
+            for sub in members:
+                sub.put(RESYNC)
+
+    def _ensure_threads(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._listen, daemon=True, name="epm-event-hub")
             self._thread.start()
+        if self._beat_thread is None or not self._beat_thread.is_alive():
+            self._beat_thread = threading.Thread(target=self._beat, daemon=True,
+                                                 name=f"epm-event-hub-beat-{id(self):x}")
+            self._beat_thread.start()
+
+    def _beat(self) -> None:
+        """The process's one keep-alive timer: wakes every stream each ``heartbeat`` seconds, while there are any."""
+        while not self.closed:
+            time.sleep(self.heartbeat)
+            with self._lock:
+                if not self._subs:
+                    self._beat_thread = None  # the next stream starts it again (under the same lock)
+                    return
+            self._broadcast(HEARTBEAT)
 
     def _listen(self) -> None:
         broken = False
+        quiet_since = time.monotonic()
+        pinged: float | None = None
         while True:
             if broken:
-                time.sleep(1.0)
-                if not self._resubscribe():
-                    continue
-                broken = False
-                log.info("event hub: Redis is back; streams re-send their snapshots")
-                self._broadcast(RESYNC)
-            try:
                 with self._lock:
-                    idle = not self._subs
-                if idle:
-                    time.sleep(0.5)
+                    try:
+                        self._replace_connection()
+                    except (redis.RedisError, OSError):
+                        pass
+                    else:
+                        broken = False
+                if broken:
+                    time.sleep(1.0)
                     continue
-                item = self._pubsub.get_message(timeout=1.0)
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                if not broken:
+                log.info("event hub: Redis is back; streams re-send their snapshots")
+                quiet_since, pinged = time.monotonic(), None
+            with self._lock:
+                pubsub = self._pubsub
+                idle = not self._subs
+            if idle:
+                time.sleep(0.2)
+                quiet_since, pinged = time.monotonic(), None
+                continue
+            try:
+                now = time.monotonic()
+                if pinged is not None and now - pinged > self.health_check:
+                    raise redis.ConnectionError(f"no answer to a PING in {self.health_check:g}s")
+                if pinged is None and now - quiet_since > self.health_check:
+                    pubsub.ping()
+                    pinged = now
+                item = pubsub.get_message(timeout=1.0)
+            except Exception as exc:
+                if pubsub is not self._pubsub:
+                    continue  # replaced (and closed) meanwhile by a stream's subscribe or the last unsubscribe
+                if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
                     log.warning("event hub: lost Redis (%s); reconnecting", exc)
-                    signals.backend_error.send(exc, backend="redis")
+                else:
+                    log.exception("event hub: reading the pub/sub connection failed; reconnecting")
+                signals.backend_error.send(exc, backend="redis")
                 broken = True
                 continue
             if item is None:
                 continue
+            quiet_since, pinged = time.monotonic(), None
             kind = item["type"]
-            channel = item["channel"]
             if kind == "message":
-                try:
-                    message = Message.from_payload(item["data"])
-                except (ValueError, KeyError):
-                    log.warning("event hub: dropped a malformed event on %s", channel)
-                    continue
-                for sub in list(self._subs.get(channel, ())):
-                    sub.queue.put(message)
+                self._fan_out(item["channel"], item["data"])
             elif kind == "subscribe":
-                ready = self._ready.get(channel)
+                ready = self._ready.get(item["channel"])
                 if ready is not None:
                     ready.set()
 
-    def _resubscribe(self) -> bool:
-        """A fresh pub/sub connection following every channel again; False while Redis is still away.
-
-        Recovery is declared only once the channels are subscribed again: a connection that merely
-        reads nothing would leave every stream silent for good.
-        """
-        with self._lock:
-            channels = list(self._subs)
-            pubsub = self.client.pubsub(ignore_subscribe_messages=False)
-            try:
-                if channels:
-                    pubsub.subscribe(*channels)
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                pubsub.close()
-                return False
-            old, self._pubsub = self._pubsub, pubsub
-        old.close()
-        return True
+    def _fan_out(self, channel: str, payload: str) -> None:
+        """Decode an event once for the whole process and queue it on every stream that follows it."""
+        subs = self._subs.get(channel)
+        if not subs:
+            return
+        try:
+            message = Message.from_payload(payload)
+        except (ValueError, KeyError):
+            log.warning("event hub: dropped a malformed event on %s", channel)
+            return
+        for sub in list(subs):
+            sub.put(message)
+        # Once per event and process (not per stream): the metrics' delivery latency.
+        signals.event_delivered.send(message)
 
     def _broadcast(self, item: object) -> None:
         with self._lock:
             subs = {sub for members in self._subs.values() for sub in members}
         for sub in subs:
-            sub.queue.put(item)
+            sub.put(item)
+
+
+def _all_set(events: list[threading.Event], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    return all(event.wait(max(0.0, deadline - time.monotonic())) for event in events)
+
+
+def _close_quietly(pubsub) -> None:
+    try:
+        pubsub.close()
+    except (redis.RedisError, OSError) as exc:
+        log.debug("event hub: closing an old pub/sub connection: %s", exc)
 
 
 class EventStream:
@@ -238,8 +330,8 @@ class EventStream:
 
 
 def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[Job]], *,
-           heartbeat: float, last_event_id: int | None = None, single_job: bool = False) -> EventStream:
-    """The SSE byte stream: subscribe, send the snapshot, then newer events and heartbeats.
+           last_event_id: int | None = None, single_job: bool = False) -> EventStream:
+    """The SSE byte stream: subscribe, send the snapshot, then newer events and the hub's heartbeats.
 
     ``snapshot`` gives the current state of the jobs followed. Events not newer than what a stream
     already sent for a job are skipped, so the snapshot and the live events may overlap freely. The
@@ -253,7 +345,10 @@ def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[J
     except BaseException:
         hub.unsubscribe(sub)
         raise
-    return EventStream(hub, sub, _events(hub, sub, jobs, snapshot, heartbeat, last_event_id, single_job))
+    return EventStream(hub, sub, _events(hub, sub, jobs, snapshot, last_event_id, single_job))
+
+
+KEEP_ALIVE = b": keep-alive\n\n"
 
 
 class LatestSeqs(dict):
@@ -286,50 +381,66 @@ STREAM_KEEP_ENDED = 32
 
 
 def _events(hub: EventHub, sub: Subscription, jobs: list[Job], snapshot: Callable[[], list[Job]],
-            heartbeat: float, last_event_id: int | None, single_job: bool) -> Iterator[bytes]:
+            last_event_id: int | None, single_job: bool) -> Iterator[bytes]:
     sent = LatestSeqs(STREAM_KEEP_ENDED)
     try:
-        yield b"retry: 2000\n\n"
+        first = [b"retry: 2000\n\n"]
         if hub.closed:
+            yield first[0]
             return
         finished = False
         for job in jobs:
             if single_job and last_event_id is not None and job.seq <= last_event_id:
                 sent[job.id] = job.seq
             else:
-                yield _send(Message.from_job(job), sent)
+                first.append(_send(Message.from_job(job), sent))
             finished = finished or (single_job and job.is_terminal)
-        if finished:
-            return
-        while True:
-            item = sub.get(timeout=heartbeat)
-            if item is None:
-                yield b": keep-alive\n\n"
-                continue
-            if item is CLOSE:
+        yield b"".join(first)
+        while not finished:
+            # Whatever queued since the last look goes out as one chunk: one write per wake-up.
+            chunks, finished = _batch(sub.drain(), snapshot, sent, single_job)
+            if chunks is None:
                 return
-            if item is RESYNC:
-                try:
-                    jobs = snapshot()
-                except Exception as exc:
-                    # A backend is flapping: end the stream; the browser reconnects and gets a fresh snapshot.
-                    log.info("event stream ended: no snapshot after Redis came back (%s)", exc)
-                    return
-                for job in jobs:
-                    if job.seq > sent.get(job.id, 0):
-                        yield _send(Message.from_job(job), sent)
-                        if single_job and job.is_terminal:
-                            return
-                continue
-            assert isinstance(item, Message)
-            if item.seq <= sent.get(item.job_id, 0):
-                continue
-            signals.event_delivered.send(item)
-            yield _send(item, sent)
-            if single_job and item.terminal:
-                return
+            if chunks:
+                if chunks[0] is not KEEP_ALIVE:
+                    hub.delivered += len(chunks)
+                yield b"".join(chunks)
     finally:
         hub.unsubscribe(sub)
+
+
+def _batch(items: list, snapshot: Callable[[], list[Job]], sent: LatestSeqs,
+           single_job: bool) -> tuple[list[bytes] | None, bool]:
+    """The bytes to send for ``items`` and whether the stream is done; None when it must end now."""
+    chunks: list[bytes] = []
+    for item in items:
+        if item is HEARTBEAT:
+            if not chunks:
+                chunks.append(KEEP_ALIVE)
+            continue
+        if item is CLOSE:
+            return None, True
+        if item is RESYNC:
+            try:
+                jobs = snapshot()
+            except Exception as exc:
+                # A backend is flapping: end the stream; the browser reconnects and gets a fresh snapshot.
+                log.info("event stream ended: no snapshot after Redis came back (%s)", exc)
+                return None, True
+            for job in jobs:
+                if job.seq > sent.get(job.id, 0):
+                    chunks.append(_send(Message.from_job(job), sent))
+                    if single_job and job.is_terminal:
+                        return chunks, True
+            continue
+        if item.seq <= sent.get(item.job_id, 0):
+            continue
+        chunks.append(_send(item, sent))
+        if single_job and item.terminal:
+            return chunks, True
+    if len(chunks) > 1 and chunks[0] is KEEP_ALIVE:
+        chunks.pop(0)
+    return chunks, False
 
 
 def _send(message: Message, sent: LatestSeqs) -> bytes:

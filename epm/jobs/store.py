@@ -27,6 +27,8 @@ class JobStore:
         self.retention = retention
         self.keep_per_user = keep_per_user
         self.heartbeat_timeout = heartbeat_timeout
+        # Loaded once per client and called by EVALSHA (redis-py reloads it after a SCRIPT FLUSH).
+        self._progress_script = client.register_script(_PROGRESS_LUA)
 
     # -- names ---------------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
@@ -65,32 +67,38 @@ class JobStore:
     def deadline(self) -> float:
         return time.time() + self.heartbeat_timeout
 
-    def save(self, job: Job, *, publish: bool = True, progress_only: bool = False) -> None:
+    def save(self, job: Job, *, publish: bool = True, progress_only: bool = False) -> bool:
         """Write the job's whole state, refresh its heartbeat and publish it: one round trip.
 
         The caller sets ``job.seq`` (see ``next_seq``) before each save; only a job's runner writes
-        a live job, so the seq it holds is the newest. ``progress_only`` is the runner's hot path: a
-        live job whose hash and index entries are known to be in place writes only the fields a
-        progress report changes (the event still carries the whole state).
+        a live job, so the seq it holds is the newest. ``progress_only`` is the runner's hot path
+        (see ``save_progress``). Returns False only for a progress write that found the job ended in
+        Redis (a reaper did it): nothing was written then.
         """
-        pipe = self.redis.pipeline(transaction=True)
         if progress_only:
-            self._queue_progress(pipe, job)
-        else:
-            self._queue_write(pipe, job, publish=publish)
+            return self.save_progress(job)
+        pipe = self.redis.pipeline(transaction=True)
+        self._queue_write(pipe, job, publish=publish)
         pipe.execute()
+        return True
 
-    def _queue_progress(self, pipe, job: Job) -> None:
-        # The whole hash still (so a hash lost in a flush comes back whole), but not the deletions of
-        # unset fields nor the user index: a progress report changes neither. The heartbeat notices a
-        # missing index entry and has the runner write everything (see ``heartbeat``).
-        write, _ = job.to_hash()
-        pipe.hset(self.job_key(job.id), mapping=write)
-        pipe.zadd(self.active_key, {job.id: self.deadline()})
-        pipe.incr(self.user_version_key(job.user_id))
-        payload = job.to_json()
-        pipe.publish(self.job_channel(job.id), payload)
-        pipe.publish(self.user_channel(job.user_id), payload)
+    def save_progress(self, job: Job) -> bool:
+        """A progress report of a live job: one ``EVALSHA`` of a script loaded once.
+
+        The script writes the fields a report changes (progress, message, seq, updated_at), pushes
+        the heartbeat deadline, bumps the user's version and publishes the whole state on both
+        channels, atomically. When Redis lost the job's hash (a restart without persistence,
+        FLUSHALL) it writes nothing and the whole state is written instead, so a hash is never left
+        in parts. False when Redis holds a terminal state for the job: terminal states are final.
+        """
+        outcome = self._progress_script(
+            keys=[self.job_key(job.id), self.active_key, self.user_version_key(job.user_id),
+                  self.job_channel(job.id), self.user_channel(job.user_id)],
+            args=[job.id, self.deadline(), job.to_json(), job.progress, job.message, job.seq,
+                  job.updated_at or ""])
+        if outcome == _PROGRESS_LOST:
+            self.save(job)
+        return outcome != _PROGRESS_ENDED
 
     def save_unless_finished(self, job: Job) -> bool:
         """``save`` unless Redis already holds a terminal state for the job; False when it does.
@@ -246,6 +254,16 @@ class JobStore:
         for job_id in ids:
             pipe.hgetall(self.job_key(job_id))
         return {job_id: Job.from_hash(data) for job_id, data in zip(ids, pipe.execute(), strict=True) if data}
+
+    def seqs(self, job_ids: Iterable[str]) -> dict[str, int]:
+        """The seq of each job's last write (jobs whose hash is gone are left out). One round trip."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.job_key(job_id), "seq")
+        return {job_id: int(seq) for job_id, seq in zip(ids, pipe.execute(), strict=True) if seq is not None}
 
     def recent_ids(self, user_id: str, limit: int = 50) -> list[str]:
         return self.redis.zrevrange(self.user_jobs_key(user_id), 0, limit - 1)
@@ -422,6 +440,23 @@ class JobStore:
                 pipe.execute()
             except redis.WatchError:
                 return
+
+
+_PROGRESS_WRITTEN, _PROGRESS_LOST, _PROGRESS_ENDED = 1, 0, -1
+
+# KEYS: job hash, active set, user version, job channel, user channel.
+# ARGV: job id, deadline, event payload, progress, message, seq, updated_at.
+_PROGRESS_LUA = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+if TERMINAL_TEST then return -1 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[4], 'message', ARGV[5], 'seq', ARGV[6], 'updated_at', ARGV[7])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', KEYS[4], ARGV[3])
+redis.call('PUBLISH', KEYS[5], ARGV[3])
+return 1
+""".replace("TERMINAL_TEST", " or ".join(f"status == '{status.value}'" for status in sorted(TERMINAL)))
 
 
 def _created_score(job: Job) -> float:
