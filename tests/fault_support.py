@@ -324,3 +324,16 @@ class StreamRecorder:
 
     def stop(self) -> None:
         self._stop = True
+
+
+def cut_off_runner(monkeypatch, store, job_id: str) -> None:
+    """This process's runners lose Redis (their writes and heartbeats fail; a peer's reaper still works),
+    until the heartbeat of ``job_id`` lapses."""
+
+    def cut_off(*args, **kwargs):
+        raise redis.ConnectionError("this process lost Redis")
+
+    for name in ("save", "save_unless_finished", "heartbeat"):
+        monkeypatch.setattr(store, name, cut_off)
+    wait_for(lambda: (store.redis.zscore(store.active_key, job_id) or 0) < time.time(), 5, 0.05,
+             "the heartbeat to lapse")

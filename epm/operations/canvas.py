@@ -21,7 +21,7 @@ from ..jobs.runner import JobContext
 from ..models import Analysis
 from . import text
 from .canvas_themes import AUDIENCES, THEMES
-from .inputs import SessionBrief, latest_analysis, load_session
+from .inputs import SessionBrief, latest_analysis, load_session, saved_earlier
 from .text import short_name
 
 BLOCKS = (("key_partners", "Key partners"), ("key_activities", "Key activities"), ("key_resources", "Key resources"),
@@ -230,7 +230,7 @@ def build_canvas(brief: SessionBrief, research: dict[str, Any] | None = None) ->
 
 
 @operation("bmc_analysis", title="Business model canvas", ready="Business model canvas ready",
-           view_label="View canvas")
+           view_label="View canvas", resumable=True)
 def analyse_business_model(ctx: JobContext) -> dict[str, Any]:
     """Builds the nine blocks of a business model canvas from the session and its latest research."""
     ctx.stage(0, "Reading the session")
@@ -246,8 +246,10 @@ def analyse_business_model(ctx: JobContext) -> dict[str, Any]:
     ctx.stage(92, "Saving the canvas")
     data = assemble_canvas(signals, filled)
     data["research_analysis_id"] = research.id if research else None
-    analysis = Analysis(user_id=session.user_id, session_id=session.id, job_id=ctx.job_id, kind="bmc", data=data)
-    db.session.add(analysis)
-    db.session.commit()
+    analysis = saved_earlier(ctx, Analysis)
+    if analysis is None:
+        analysis = Analysis(user_id=session.user_id, session_id=session.id, job_id=ctx.job_id, kind="bmc", data=data)
+        db.session.add(analysis)
+        db.session.commit()
     return {"url": f"/sessions/{session.id}/canvas", "summary": data["summary"], "analysis_id": analysis.id,
             "session_id": session.id}

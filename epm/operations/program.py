@@ -21,7 +21,7 @@ from ..jobs.runner import JobContext, OperationError
 from ..models import Program
 from .budget import split_amount
 from .cpm import Activity, Schedule, ScheduleError, compute_schedule
-from .inputs import SessionBrief, latest_analysis, load_session
+from .inputs import SessionBrief, latest_analysis, load_session, saved_earlier
 from .risks import assess_risks
 from .workstreams import plan_work
 
@@ -210,7 +210,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
 
 
 @operation("epm_generation", title="EPM generation", ready="EPM program ready", view_label="View program",
-           validate=validate)
+           validate=validate, resumable=True)
 def generate_program(ctx: JobContext) -> dict[str, Any]:
     """Builds an EPM program: workstreams, critical-path schedule, milestones, budget, resources and risks."""
     ctx.stage(0, "Reading the session, canvas and research")
@@ -229,8 +229,11 @@ def generate_program(ctx: JobContext) -> dict[str, Any]:
     data["sources"] = {"canvas_analysis_id": canvas_row.id if canvas_row else None,
                        "research_analysis_id": research_row.id if research_row else None}
     ctx.stage(95, "Saving the program")
-    program = Program(user_id=session.user_id, session_id=session.id, job_id=ctx.job_id, name=data["name"], data=data)
-    db.session.add(program)
-    db.session.commit()
+    program = saved_earlier(ctx, Program)
+    if program is None:
+        program = Program(user_id=session.user_id, session_id=session.id, job_id=ctx.job_id, name=data["name"],
+                          data=data)
+        db.session.add(program)
+        db.session.commit()
     return {"url": f"/programs/{program.id}", "summary": data["summary"], "program_id": program.id,
             "session_id": session.id}

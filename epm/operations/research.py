@@ -20,7 +20,7 @@ from ..jobs.runner import JobContext, OperationError
 from ..models import Analysis
 from . import text
 from .fetch import FetchFailed, FetchPolicy, Page, PageFetcher
-from .inputs import SessionBrief, load_session
+from .inputs import SessionBrief, load_session, saved_earlier
 
 MAX_SOURCES = 25
 MAX_HEADINGS = 40
@@ -107,7 +107,8 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or url[:60]
 
 
-@operation("web_research", title="Web research", ready="Research report ready", view_label="View report")
+@operation("web_research", title="Web research", ready="Research report ready", view_label="View report",
+           resumable=True)
 def research_sources(ctx: JobContext) -> dict[str, Any]:
     """Reads the session's source web pages and reports their titles, headings and key terms."""
     ctx.stage(0, "Reading the session")
@@ -138,9 +139,11 @@ def research_sources(ctx: JobContext) -> dict[str, Any]:
     ctx.stage(88, "Finding the key terms across sources")
     report = ctx.run_blocking(build_report, brief, sources)
     ctx.stage(95, "Saving the research report")
-    analysis = Analysis(user_id=session.user_id, session_id=session.id, job_id=ctx.job_id, kind="research",
-                        data=report)
-    db.session.add(analysis)
-    db.session.commit()
+    analysis = saved_earlier(ctx, Analysis)
+    if analysis is None:
+        analysis = Analysis(user_id=session.user_id, session_id=session.id, job_id=ctx.job_id, kind="research",
+                            data=report)
+        db.session.add(analysis)
+        db.session.commit()
     return {"url": f"/sessions/{session.id}/research", "summary": report["summary"], "analysis_id": analysis.id,
             "session_id": session.id}
