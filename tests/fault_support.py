@@ -337,3 +337,31 @@ def cut_off_runner(monkeypatch, store, job_id: str) -> None:
         monkeypatch.setattr(store, name, cut_off)
     wait_for(lambda: (store.redis.zscore(store.active_key, job_id) or 0) < time.time(), 5, 0.05,
              "the heartbeat to lapse")
+
+
+def wait_resumed(backends: Backends, env: dict[str, str], job_ids: list[str], since: float,
+                 timeout: float = 30) -> dict[str, float]:
+    """Seconds from ``since`` (a ``time.monotonic()``) until Redis showed each job at attempt 2 or later."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    with backends.redis.client() as client:
+        while len(seen) < len(job_ids) and time.monotonic() < deadline:
+            pipe = client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hget(f"{env['EPM_KEY_PREFIX']}job:{job_id}", "attempt")
+            now = time.monotonic()
+            for job_id, attempt in zip(job_ids, pipe.execute(), strict=True):
+                if job_id not in seen and int(attempt or 1) >= 2:
+                    seen[job_id] = now - since
+            time.sleep(0.05)
+    missing = set(job_ids) - set(seen)
+    assert not missing, f"not resumed within {timeout}s: {sorted(missing)}"
+    return seen
+
+
+def users_on(fleet: Fleet, url: str, count: int) -> list[Browserish]:
+    """``count`` signed-up users of the server at ``url`` (signed up in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda _: fleet.user(url), range(count)))
