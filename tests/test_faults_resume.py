@@ -16,7 +16,8 @@ import pytest
 
 from tests.fault_support import (
     Backends,
-    Fleet,
+    backends_fixture,  # noqa: F401 (a fixture)
+    fleet_fixture,  # noqa: F401 (a fixture)
     job_state,
     start_demo,
     users_on,
@@ -34,20 +35,6 @@ PERIOD = 0.5
 LOCK_TTL = 3 * PERIOD
 # What a loaded 2-core machine adds to a bound: scheduling, polling, connection set-up.
 MARGIN = 3.0
-
-
-@pytest.fixture(scope="module")
-def backends():
-    own = Backends()
-    yield own
-    own.close()
-
-
-@pytest.fixture
-def fleet():
-    own = Fleet()
-    yield own
-    own.close()
 
 
 def assert_completed_once(backends: Backends, users, jobs, attempt: int) -> None:

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.fault_support import (
-    Backends,
-    Fleet,
+    backends_fixture,  # noqa: F401 (a fixture)
     flask_jobs,
+    fleet_fixture,  # noqa: F401 (a fixture)
     job_state,
     start_demo,
     wait_running,
@@ -28,20 +28,6 @@ from tests.support import wait_for
 pytestmark = pytest.mark.live
 
 HEARTBEAT_TIMEOUT = 2.0
-
-
-@pytest.fixture(scope="module")
-def backends():
-    own = Backends()
-    yield own
-    own.close()
-
-
-@pytest.fixture
-def fleet():
-    own = Fleet()
-    yield own
-    own.close()
 
 
 def test_a_killed_worker_s_job_is_interrupted_within_the_heartbeat_timeout_and_retry_runs_it_again(
