@@ -76,7 +76,8 @@ def orphan(app, job_id: str, **fields) -> Job:
     """A running job whose process is gone: its hash, row and lock in place, its deadline passed."""
     store = app.extensions["epm.jobs"].store
     now = iso(utcnow())
-    job = Job(id=job_id, job_type="demo_countdown", user_id="1", title="Demo countdown", status=JobStatus.RUNNING,
+    fields.setdefault("user_id", "1")
+    job = Job(id=job_id, job_type="demo_countdown", title="Demo countdown", status=JobStatus.RUNNING,
               message="Step 1 of 3", created_at=now, started_at=now, updated_at=now, seq=next_seq(0), **fields)
     with app.app_context():
         db.session.add(BackgroundJob.from_job(job, {"steps": 3}))
@@ -225,3 +226,14 @@ def test_the_list_and_a_job_come_from_redis_while_the_database_is_down(app, auth
     assert one.status_code == 200 and one.json["job"]["status"] == "running"
     monkeypatch.undo()
     auth_client.post(f"/api/background-jobs/{job_id}/cancel")
+
+
+def test_a_resumed_job_s_page_and_api_show_its_attempts(app, auth_client, user):
+    service = app.extensions["epm.jobs"]
+    job = orphan(app, "dead5", user_id=str(user.id))
+    reap(app, service)
+    wait_for(lambda: live(app, job.id).is_terminal, 10, 0.05, "the resumed job to end")
+    page = auth_client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "Resumed after a server restart: attempt 2; attempt 1 stopped" in page
+    shown = auth_client.get(f"/api/background-jobs/{job.id}").json["job"]
+    assert (shown["attempt"], [run["attempt"] for run in shown["attempts"]]) == (2, [1])

@@ -359,8 +359,10 @@ class JobService:
             operation = get_operation(job.job_type)
         except NotFound:
             return False
-        if not self.runner.accepting or not self.runner.may_resume(job, operation):
+        if not self.runner.may_resume(job, operation):
             return False
+        if not self.runner.accepting:
+            return None  # this process is stopping: another one resumes the job
         params = self.store.params(job.id) if fallback is None else None
         if params is None:
             try:
