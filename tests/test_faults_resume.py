@@ -61,7 +61,7 @@ def start_all(users, steps: int, step_seconds: float) -> list[dict]:
 
 def test_jobs_of_an_instance_whose_workers_are_all_killed_are_resumed_by_the_other(backends, fleet):
     env = backends.env()
-    lost, surviving = fleet.server(env, workers=2), fleet.server(env, workers=2)
+    lost, surviving = fleet.server(env, workers=2), fleet.server(env, workers=1)
     users_lost, users_surviving = users_on(fleet, lost.url, 2), users_on(fleet, surviving.url, 4)
     # The surviving instance's jobs heartbeat all along: they must not delay the reaping of the others.
     on_lost = start_all(users_lost, steps=16, step_seconds=0.3)
