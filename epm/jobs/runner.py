@@ -456,11 +456,11 @@ class Runner:
 
     # -- shutdown ------------------------------------------------------------------------------
     def shutdown(self, grace: float) -> list[str]:
-        """Stop taking jobs, let running ones finish within ``grace`` seconds, interrupt the rest.
+        """Stop taking jobs, let running ones finish within ``grace`` seconds, hand the rest over.
 
         The last part of the grace (a quarter, at most 2 s) is for the jobs told to stop to end
-        themselves at their next check; whatever still runs then is recorded as interrupted on the
-        spot. Returns the ids of the jobs that were told to stop.
+        themselves at their next check; whatever still runs then is handed over on the spot (see
+        ``_stop_for_shutdown``). Returns the ids of the jobs that were told to stop.
         """
         self._accepting = False
         deadline = time.monotonic() + max(0.0, grace)
