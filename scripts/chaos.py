@@ -63,7 +63,8 @@ class Chaos:
     # -- setup -------------------------------------------------------------------------------------
     def start(self) -> None:
         for _ in range(2):
-            self.instances.append(self.fleet.server(self.env, workers=self.args.workers))
+            self.instances.append(LiveServer(self.env, workers=self.args.workers).start(90))
+            self.fleet.started.append(self.instances[-1])
         self.users = []
         for n in range(self.args.users):
             home = self.instances[n % 2]
@@ -139,7 +140,7 @@ class Chaos:
                 os.kill(pid, signal.SIGKILL)
         elif fault == "sigterm_instance":
             instance.stop(signal.SIGTERM)
-            self.instances[index] = LiveServer(self.env, workers=self.args.workers, port=instance.port).start(60)
+            self.instances[index] = LiveServer(self.env, workers=self.args.workers, port=instance.port).start(90)
             self.fleet.started.append(self.instances[index])
         elif fault == "redis_restart":
             self.backends.redis.restart()
