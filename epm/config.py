@@ -40,6 +40,20 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def sentinels(raw: str | None) -> list[tuple[str, int]]:
+    """``REDIS_SENTINELS`` ("host:port,host:port") as ``[(host, port), ...]``; empty when unset."""
+    found = []
+    for item in (raw or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"REDIS_SENTINELS must be comma-separated host:port pairs, got {item!r}")
+        found.append((host.strip("[]"), int(port)))
+    return found
+
+
 def database_uri(url: str, connect_timeout: int = 3) -> str:
     """Return the SQLAlchemy URI for ``DATABASE_URL``, choosing the psycopg 3 driver for PostgreSQL.
 
@@ -80,6 +94,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SECRET_KEY_GENERATED": not env.get("SECRET_KEY"),
         # None means the embedded default: fakeredis inside this process.
         "REDIS_URL": redis_url,
+        # Redis through Sentinel (they win over REDIS_URL, whose database number and password still apply).
+        "REDIS_SENTINELS": sentinels(env.get("REDIS_SENTINELS")),
+        "REDIS_SENTINEL_MASTER": env.get("REDIS_SENTINEL_MASTER") or None,
         # None means the embedded default: SQLite in the instance folder (set in create_app).
         "SQLALCHEMY_DATABASE_URI": (database_uri(database_url, _int(env, "EPM_DB_CONNECT_TIMEOUT", 3))
                                     if database_url else None),
@@ -93,6 +110,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EPM_USER_JOBS_KEEP": _int(env, "EPM_USER_JOBS_KEEP", 200),
         # A running job whose heartbeat is older than this is reaped as interrupted.
         "EPM_HEARTBEAT_TIMEOUT": _float(env, "EPM_HEARTBEAT_TIMEOUT", 30.0),
+        # How many times a resumable job runs at most (the first run included) before a lost process
+        # leaves it failed/interrupted; 1 turns automatic resume off.
+        "EPM_MAX_ATTEMPTS": max(1, _int(env, "EPM_MAX_ATTEMPTS", 3)),
         # Progress updates of one job are coalesced to at most one per interval (status changes never are).
         "EPM_PROGRESS_INTERVAL": _float(env, "EPM_PROGRESS_INTERVAL", 0.1),
         # Pacing of each stage of an operation; stands in for the model calls of a production generator.

@@ -30,7 +30,9 @@ def init_redis(app: Flask) -> redis.Redis:
     not a hung request.
     """
     url = app.config["REDIS_URL"]
-    if url:
+    if app.config.get("REDIS_SENTINELS"):
+        client = _sentinel_client(app)
+    elif url:
         timeout = app.config["EPM_REDIS_TIMEOUT"]
         # A blocking pool sized from the connections a worker accepts: in a burst (every tab reopening its
         # event stream after a deploy) a request waits for a connection instead of failing at once.
@@ -58,6 +60,29 @@ def _sqlite_enforces_foreign_keys(dbapi_connection, _record) -> None:
         cursor.close()
 
 
+def _sentinel_client(app: Flask) -> redis.Redis:
+    """A client of the master that Redis Sentinel names, found again by asking the sentinels after a failover.
+
+    ``REDIS_URL``, when set, still gives the database number, user name and password.
+    """
+    from urllib.parse import urlsplit
+
+    from redis.sentinel import Sentinel
+
+    master = app.config.get("REDIS_SENTINEL_MASTER")
+    if not master:
+        raise ValueError("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: name the monitored master "
+                         "(as in the sentinels' 'sentinel monitor <name> ...' line)")
+    timeout = app.config["EPM_REDIS_TIMEOUT"]
+    parts = urlsplit(app.config["REDIS_URL"] or "redis://")
+    path = parts.path.strip("/")
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    sentinel = Sentinel(app.config["REDIS_SENTINELS"], sentinel_kwargs=dict(options), **options)
+    return sentinel.master_for(master, db=int(path) if path.isdigit() else 0, username=parts.username or None,
+                               password=parts.password or None, decode_responses=True,
+                               health_check_interval=30)
+
+
 def get_redis() -> redis.Redis:
     return current_app.extensions["redis"]
 
@@ -68,6 +93,9 @@ def describe_backends(app: Flask) -> str:
 
     redis_url = app.config["REDIS_URL"]
     redis_desc = _hide_password(redis_url) if redis_url else "embedded fakeredis (in this process only)"
+    if app.config.get("REDIS_SENTINELS"):
+        redis_desc = (f"master {app.config.get('REDIS_SENTINEL_MASTER')!r} through the sentinels "
+                      + ",".join(f"{host}:{port}" for host, port in app.config["REDIS_SENTINELS"]))
     db_url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     db_desc = db_url.render_as_string(hide_password=True)
     if db_url.get_backend_name() == "sqlite":

@@ -492,6 +492,10 @@ def server_errors(log: str) -> list[str]:
 
 
 def main() -> int:
+    if "--chaos" in sys.argv:  # the same soak with faults at random, on servers of its own: scripts/chaos.py
+        import chaos
+
+        return chaos.main([arg for arg in sys.argv[1:] if arg != "--chaos"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200, help="concurrent job loops (one user each)")
     parser.add_argument("--clients", type=int, default=500, help="event streams open at once")

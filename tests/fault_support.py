@@ -43,10 +43,11 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> RedisServer:
+    def start(self, *extra: str) -> RedisServer:
+        """Start it; ``extra`` are more command-line options (``--replicaof host port``)."""
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--loglevel", "warning"],
+             "--daemonize", "no", "--loglevel", "warning", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_for(self.ping, 10, 0.02, f"redis-server on port {self.port}")
         return self
@@ -132,6 +133,70 @@ class PostgresServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class SentinelCluster:
+    """Redis for high availability on loopback ports: a master, one replica and three sentinels.
+
+    The sentinels call the master down after 1 s of silence and fail over to the replica.
+    """
+
+    MASTER_NAME = "epmtest"
+
+    def __init__(self) -> None:
+        self.master = RedisServer()
+        self.replica = RedisServer()
+        self.dir = Path(tempfile.mkdtemp(prefix="epm-sentinel-"))
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen] = []
+
+    @property
+    def addresses(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def start(self) -> SentinelCluster:
+        self.master.start()
+        self.replica.start("--replicaof", "127.0.0.1", str(self.master.port))
+        for port in self.sentinel_ports:
+            config = self.dir / f"sentinel-{port}.conf"
+            config.write_text(f"port {port}\nbind 127.0.0.1\n"
+                              f"sentinel monitor {self.MASTER_NAME} 127.0.0.1 {self.master.port} 2\n"
+                              f"sentinel down-after-milliseconds {self.MASTER_NAME} 1000\n"
+                              f"sentinel failover-timeout {self.MASTER_NAME} 5000\n")
+            self.sentinels.append(subprocess.Popen(
+                [self.master.binary, str(config), "--sentinel", "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        wait_for(self._ready, 20, 0.1, "the sentinels to see the master, its replica and each other")
+        return self
+
+    def _ask(self, port: int, *command: str) -> Any:
+        with redis.Redis(port=port, socket_timeout=1, decode_responses=True) as client:
+            return client.execute_command(*command)
+
+    def _ready(self) -> bool:
+        try:
+            with self.replica.client() as replica:
+                if replica.info("replication").get("master_link_status") != "up":
+                    return False
+            for port in self.sentinel_ports:
+                fields = self._ask(port, "SENTINEL", "MASTER", self.MASTER_NAME)  # parsed by redis-py
+                if int(fields["num-slaves"]) < 1 or int(fields["num-other-sentinels"]) < 2:
+                    return False
+            return True
+        except redis.RedisError:
+            return False
+
+    def master_port(self) -> int:
+        with redis.Redis(port=self.sentinel_ports[0], socket_timeout=1) as client:
+            return int(client.sentinel_get_master_addr_by_name(self.MASTER_NAME)[1])
+
+    def close(self) -> None:
+        for process in self.sentinels:
+            process.kill()
+            process.wait(10)
+        self.master.stop()
+        self.replica.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Backends:
     """Our own Redis and PostgreSQL (with a migrated database) for one test module."""
 
@@ -170,6 +235,22 @@ class Backends:
     def close(self) -> None:
         self.redis.stop()
         self.postgres.destroy()
+
+
+@pytest.fixture(scope="module", name="backends")
+def backends_fixture():
+    """Our own Redis and PostgreSQL for one test module (import ``backends_fixture`` into it)."""
+    own = Backends()
+    yield own
+    own.close()
+
+
+@pytest.fixture(name="fleet")
+def fleet_fixture():
+    """The live servers and sessions of one test, stopped at its end (import ``fleet_fixture``)."""
+    own = Fleet()
+    yield own
+    own.close()
 
 
 class Fleet:
@@ -324,3 +405,44 @@ class StreamRecorder:
 
     def stop(self) -> None:
         self._stop = True
+
+
+def cut_off_runner(monkeypatch, store, job_id: str) -> None:
+    """This process's runners lose Redis (their writes and heartbeats fail; a peer's reaper still works),
+    until the heartbeat of ``job_id`` lapses."""
+
+    def cut_off(*args, **kwargs):
+        raise redis.ConnectionError("this process lost Redis")
+
+    for name in ("save", "save_unless_finished", "heartbeat"):
+        monkeypatch.setattr(store, name, cut_off)
+    wait_for(lambda: (store.redis.zscore(store.active_key, job_id) or 0) < time.time(), 5, 0.05,
+             "the heartbeat to lapse")
+
+
+def wait_resumed(backends: Backends, env: dict[str, str], job_ids: list[str], since: float,
+                 timeout: float = 30) -> dict[str, float]:
+    """Seconds from ``since`` (a ``time.monotonic()``) until Redis showed each job at attempt 2 or later."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    with backends.redis.client() as client:
+        while len(seen) < len(job_ids) and time.monotonic() < deadline:
+            pipe = client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hget(f"{env['EPM_KEY_PREFIX']}job:{job_id}", "attempt")
+            now = time.monotonic()
+            for job_id, attempt in zip(job_ids, pipe.execute(), strict=True):
+                if job_id not in seen and int(attempt or 1) >= 2:
+                    seen[job_id] = now - since
+            time.sleep(0.05)
+    missing = set(job_ids) - set(seen)
+    assert not missing, f"not resumed within {timeout}s: {sorted(missing)}"
+    return seen
+
+
+def users_on(fleet: Fleet, url: str, count: int) -> list[Browserish]:
+    """``count`` signed-up users of the server at ``url`` (signed up in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda _: fleet.user(url), range(count)))

@@ -15,8 +15,9 @@ import pytest
 
 from tests.fault_support import (
     Backends,
-    Fleet,
+    backends_fixture,  # noqa: F401 (a fixture)
     flask_jobs,
+    fleet_fixture,  # noqa: F401 (a fixture)
     job_state,
     start_demo,
     wait_running,
@@ -25,20 +26,6 @@ from tests.fault_support import (
 from tests.support import wait_for
 
 pytestmark = pytest.mark.live
-
-
-@pytest.fixture(scope="module")
-def backends():
-    own = Backends()
-    yield own
-    own.close()
-
-
-@pytest.fixture
-def fleet():
-    own = Fleet()
-    yield own
-    own.close()
 
 
 def outbox_depth(backends: Backends, env: dict[str, str]) -> int:

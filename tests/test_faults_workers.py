@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.fault_support import (
-    Backends,
-    Fleet,
+    backends_fixture,  # noqa: F401 (a fixture)
     flask_jobs,
+    fleet_fixture,  # noqa: F401 (a fixture)
     job_state,
     start_demo,
     wait_running,
@@ -30,23 +30,9 @@ pytestmark = pytest.mark.live
 HEARTBEAT_TIMEOUT = 2.0
 
 
-@pytest.fixture(scope="module")
-def backends():
-    own = Backends()
-    yield own
-    own.close()
-
-
-@pytest.fixture
-def fleet():
-    own = Fleet()
-    yield own
-    own.close()
-
-
 def test_a_killed_worker_s_job_is_interrupted_within_the_heartbeat_timeout_and_retry_runs_it_again(
         backends, fleet):
-    env = backends.env()
+    env = backends.env(EPM_MAX_ATTEMPTS="1")  # no resume: the job ends interrupted
     server = fleet.server(env, workers=2)
     user = fleet.user(server.url)
     stream = fleet.stream(server.url, user)
@@ -79,7 +65,7 @@ def test_a_killed_worker_s_job_is_interrupted_within_the_heartbeat_timeout_and_r
 
 def test_jobs_of_a_server_killed_outright_are_interrupted_at_the_next_start_even_when_redis_lost_them(
         backends, fleet):
-    env = backends.env()
+    env = backends.env(EPM_MAX_ATTEMPTS="1")  # no resume: the job ends interrupted
     server = fleet.server(env, workers=1)
     user = fleet.user(server.url)
     job, _ = start_demo(user, steps=100, step_seconds=0.2)
@@ -118,7 +104,7 @@ def test_flask_jobs_reap_interrupts_the_jobs_of_a_dead_server(backends, fleet):
 
 
 def test_sigterm_lets_short_jobs_finish_interrupts_the_rest_and_ends_streams_at_once(backends, fleet):
-    env = backends.env(EPM_GRACEFUL_TIMEOUT="5")
+    env = backends.env(EPM_MAX_ATTEMPTS="1", EPM_GRACEFUL_TIMEOUT="5")
     server = fleet.server(env, workers=2)
     users = [fleet.user(server.url) for _ in range(3)]
     short, _ = start_demo(users[0], steps=4, step_seconds=0.5)

@@ -19,6 +19,7 @@ from epm.jobs.maintenance import Maintenance
 from epm.jobs.models import BackgroundJob
 from epm.jobs.registry import get_operation
 from epm.jobs.sse import stream
+from tests.fault_support import cut_off_runner
 from tests.support import wait_for
 
 
@@ -32,6 +33,11 @@ def _fast_heartbeat(monkeypatch):
 def _no_leftover_jobs(app):
     yield
     app.extensions["epm.jobs"].runner.shutdown(grace=5)
+
+
+def no_resume(app) -> None:
+    """Turn automatic resume off (``EPM_MAX_ATTEMPTS=1``): a job its process cannot finish ends interrupted."""
+    app.extensions["epm.jobs"].runner.max_attempts = 1
 
 
 def start(app, user_id: str = "1", **params) -> Job:
@@ -55,14 +61,7 @@ def test_a_runner_cut_off_from_redis_whose_job_was_reaped_stops_and_overwrites_n
     store = service.store
     job = start(app, steps=40, step_seconds=0.1)
     wait_for(lambda: live(app, job.id).status is JobStatus.RUNNING, message="the job to run")
-
-    def cut_off(*args, **kwargs):
-        raise redis.ConnectionError("this process lost Redis")
-
-    for name in ("save", "save_unless_finished", "heartbeat"):
-        monkeypatch.setattr(store, name, cut_off)  # the runner's writes fail; a peer's reaper works
-    wait_for(lambda: (store.redis.zscore(store.active_key, job.id) or 0) < time.time(), 5, 0.05,
-             "the heartbeat to lapse")
+    cut_off_runner(monkeypatch, store, job.id)
     reaped = store.finish_orphan(job.id, JobStatus.FAILED, error_code="interrupted", error="gone")
     assert reaped is not None
     with app.app_context():
@@ -111,6 +110,7 @@ def test_a_stopping_process_refuses_new_jobs_with_503(app, auth_client):
 
 def test_a_job_submitted_as_the_process_stops_ends_interrupted_instead_of_running(app):
     service = app.extensions["epm.jobs"]
+    no_resume(app)
     service.runner._accepting = False  # shutdown began after start() checked, before the runner got the job
     with app.app_context():
         job = Job(id="late1", job_type="demo_countdown", user_id="1", status=JobStatus.PENDING,
@@ -125,6 +125,7 @@ def test_a_job_submitted_as_the_process_stops_ends_interrupted_instead_of_runnin
 
 def test_shutdown_lets_jobs_that_fit_the_grace_finish_and_interrupts_the_rest(app):
     service = app.extensions["epm.jobs"]
+    no_resume(app)
     short = start(app, user_id="1", steps=2, step_seconds=0.2)
     long = start(app, user_id="2", steps=50, step_seconds=0.2)
     wait_for(lambda: live(app, long.id).status is JobStatus.RUNNING)
@@ -139,6 +140,7 @@ def test_shutdown_lets_jobs_that_fit_the_grace_finish_and_interrupts_the_rest(ap
 
 def test_an_operation_deaf_to_stop_is_recorded_interrupted_and_its_late_end_changes_nothing(app):
     service = app.extensions["epm.jobs"]
+    no_resume(app)
     job = start(app, steps=1, cpu_ms=1500)  # one step of computation that cannot be interrupted
     wait_for(lambda: live(app, job.id).status is JobStatus.RUNNING)
     service.runner.shutdown(grace=0.4)
@@ -151,6 +153,7 @@ def test_an_operation_deaf_to_stop_is_recorded_interrupted_and_its_late_end_chan
 
 def test_a_row_left_active_with_no_state_in_redis_is_adopted_then_interrupted(app):
     service = app.extensions["epm.jobs"]
+    no_resume(app)
     maintenance = Maintenance(app, service)
     created = iso(utcnow().replace(year=2020))
     orphan = Job(id="orphan1", job_type="demo_countdown", user_id="1", title="Demo countdown",
@@ -190,7 +193,7 @@ def test_a_start_that_cannot_reach_redis_leaves_no_row_and_no_lock(app, auth_cli
     def unreachable(*args, **kwargs):
         raise redis.ConnectionError("Redis went away")
 
-    monkeypatch.setattr(store, "save", unreachable)
+    monkeypatch.setattr(store, "save_new", unreachable)
     response = auth_client.post("/api/background-jobs", json={"job_type": "demo_countdown", "params": {}})
     assert response.status_code == 503 and response.json["error"]["code"] == "redis_unavailable"
     with app.app_context():

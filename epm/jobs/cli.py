@@ -344,7 +344,7 @@ def reap(as_json: bool) -> None:
     service = _service()
     reconciled = service.reconcile_lost_data()
     adopted = service.adopt_orphans()
-    reaped = service.reap()
+    reaped = service.reap(resume=False)  # a job resumed here would die with this command
     flushed = service.flush_outbox(limit=10_000)
     if as_json:
         _echo_json({"reconciled": reconciled, "adopted": adopted, "reaped": [job.to_dict() for job in reaped],

@@ -57,9 +57,11 @@ def next_seq(previous: int) -> int:
     return max(previous + 1, int(datetime.now(UTC).timestamp() * 1000))
 
 
-_INT_FIELDS = {"progress", "seq"}
+_INT_FIELDS = {"progress", "seq", "attempt"}
 _BOOL_FIELDS = {"cancel_requested"}
-_JSON_FIELDS = {"result"}
+_JSON_FIELDS = {"result", "attempts"}
+
+RESUMED_MESSAGE = "Resumed after a server restart"
 
 
 @dataclass
@@ -84,6 +86,10 @@ class Job:
     result: dict[str, Any] | None = None
     retry_of: str | None = None
     cancel_requested: bool = False
+    # The run this state belongs to: 1, then one more each time another process resumes the job.
+    attempt: int = 1
+    # The earlier runs, oldest first: ``{"attempt", "started_at", "ended_at", "ended"}`` each.
+    attempts: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property

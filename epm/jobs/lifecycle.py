@@ -3,9 +3,10 @@
 gunicorn.conf.py calls these from its worker hooks. A worker told to stop — SIGTERM from the arbiter
 (a deploy, a scale-down) or its own ``max_requests`` — stops taking jobs at once, ends its event
 streams (browsers reconnect to another worker), lets running jobs finish within the grace and
-records the rest as interrupted; the process waits for that before it exits. A worker stopped
-hard (SIGINT/SIGQUIT, or SIGABRT after gunicorn's timeout) records its running jobs as interrupted
-on the spot. Only ``kill -9`` leaves them to the reaper.
+hands the rest over to be resumed by another process (or records them as interrupted when they may
+not be resumed); the process waits for that before it exits. A worker stopped hard (SIGINT/SIGQUIT,
+or SIGABRT after gunicorn's timeout) does the same on the spot. Only ``kill -9`` leaves them to the
+reaper, which resumes them once their heartbeat lapses.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class WorkerLifecycle:
             self._done.set()
 
     def interrupt_now(self, reason: str) -> None:
-        """Record every running job as interrupted at once: the process ends right after this."""
+        """Hand every running job over (or record it as interrupted) at once: the process ends right after."""
         self.stopping = True
         try:
             self._close_streams()

@@ -55,12 +55,12 @@ class Maintenance:
         tasks: list[tuple[str, Callable[[], int]]] = [
             ("reconciled", service.reconcile_lost_data),
             ("adopted", service.adopt_orphans),
-            ("reaped", lambda: len(service.reap())),
+            ("reaped", lambda: self._reap(done)),
             ("flushed", service.flush_outbox),
         ]
         if time.monotonic() < self._reap_after:
             tasks = [task for task in tasks if task[0] != "reaped"]
-        done = {name: 0 for name in ("reconciled", "adopted", "reaped", "flushed")}
+        done = {name: 0 for name in ("reconciled", "adopted", "reaped", "resumed", "flushed")}
         with self.app.app_context():
             try:
                 for name, task in tasks:
@@ -70,6 +70,12 @@ class Maintenance:
         if any(done.values()):
             log.info("maintenance: %s", ", ".join(f"{name} {count}" for name, count in done.items()))
         return done
+
+    def _reap(self, done: dict[str, int]) -> int:
+        """Reap; count the jobs resumed here apart from those ended (``reaped`` counts both)."""
+        handled = self.service.reap()
+        done["resumed"] = sum(1 for job in handled if not job.is_terminal)
+        return len(handled)
 
     def _attempt(self, name: str, task: Callable[[], int]) -> int:
         try:

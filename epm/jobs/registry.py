@@ -33,6 +33,7 @@ class Operation:
     view_label: str
     description: str = ""
     requires_session: bool = False
+    resumable: bool = False
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def clean_params(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -41,14 +42,15 @@ class Operation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "ready": self.ready, "view_label": self.view_label,
-                "description": self.description, "requires_session": self.requires_session}
+                "description": self.description, "requires_session": self.requires_session,
+                "resumable": self.resumable}
 
 
 _operations: dict[str, Operation] = {}
 
 
 def operation(name: str, *, title: str, ready: str | None = None, view_label: str = "View result",
-              description: str = "", requires_session: bool = True,
+              description: str = "", requires_session: bool = True, resumable: bool = False,
               validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
               ) -> Callable[[OperationFn], OperationFn]:
     """Register ``fn(ctx) -> result`` as the operation ``name``.
@@ -56,14 +58,17 @@ def operation(name: str, *, title: str, ready: str | None = None, view_label: st
     The function reports progress through ``ctx`` and returns a small JSON-able dict; a ``url``
     in it is where the user views the result. An operation that ``requires_session`` is started
     for one strategy session, by the app's session routes. ``validate(params)`` checks parameters
-    before a job is created.
+    before a job is created. A ``resumable`` operation may run again, from the start or from the
+    checkpoints it kept (``ctx.checkpoint``), when the process running it dies or stops: it must be
+    deterministic and its side effects idempotent.
     """
 
     def register(fn: OperationFn) -> OperationFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         _operations[name] = Operation(name=name, title=title, fn=fn, ready=ready or f"{title} finished",
                                       view_label=view_label, description=description or (doc[0] if doc else ""),
-                                      requires_session=requires_session, validate=validate)
+                                      requires_session=requires_session, resumable=resumable,
+                                      validate=validate)
         return fn
 
     return register

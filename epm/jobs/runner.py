@@ -46,6 +46,9 @@ class ShuttingDown(Exception):
     """Raised inside an operation when the process stops before the job could finish."""
 
 
+# Seconds between two writes of a job's checkpoints to Redis.
+CHECKPOINT_EVERY = 1.0
+
 INTERRUPTED_BY_SHUTDOWN = "The server restarted before this job finished. Retry it to run it again."
 
 
@@ -77,13 +80,41 @@ class JobContext:
     before a report is discarded.
     """
 
-    def __init__(self, live: _LiveJob, params: dict[str, Any], config: dict[str, Any]):
+    def __init__(self, live: _LiveJob, params: dict[str, Any], config: dict[str, Any],
+                 checkpoints: dict[str, Any] | None = None):
         self._live = live
         self.job_id = live.job.id
         self.user_id = live.job.user_id
         self.session_id = live.job.session_id
+        self.attempt = live.job.attempt
         self.params = params
         self.config = config
+        self._checkpoints = dict(checkpoints or {})
+        self._unsaved: dict[str, Any] = {}
+        self._saved_at = 0.0
+
+    def checkpoint(self, name: str, value: Any) -> None:
+        """Keep what a stage computed (JSON-able), so that an attempt resuming the job can skip it.
+
+        Best effort and cheap: written to Redis at most once a second (a checkpoint made sooner waits
+        for the next call); when Redis cannot take it, a resumed attempt simply computes it again.
+        """
+        self._checkpoints[name] = value
+        self._unsaved[name] = value
+        now = time.monotonic()
+        if now - self._saved_at < CHECKPOINT_EVERY or self._live.reaped:  # reaped: no longer this run's job
+            return
+        self._saved_at = now
+        try:
+            for key, kept in self._unsaved.items():
+                self._live.store.checkpoint(self.job_id, key, kept)
+            self._unsaved.clear()
+        except redis.RedisError as exc:
+            log.info("job %s: checkpoint %r not kept (%s)", self.job_id, name, exc, extra=_log_extra(self._live.job))
+
+    def checkpoint_value(self, name: str, default: Any = None) -> Any:
+        """What an earlier attempt (or this one) kept under ``name``; ``default`` if nothing."""
+        return self._checkpoints.get(name, default)
 
     def progress(self, percent: float, message: str | None = None) -> None:
         """Report progress (0-100) and what is happening; cheap, coalesced to ~10 writes a second."""
@@ -215,13 +246,24 @@ class _LiveJob:
             return True
 
     def mark_reaped(self) -> None:
-        """A reaper ended the job (its heartbeat lapsed): stop the operation, write nothing more."""
+        """A reaper ended the job or another process resumed it (its heartbeat lapsed): stop the
+        operation, write nothing more."""
         if not self.reaped:
             self.reaped = True
-            log.warning("job %s: ended as interrupted by the reaper while still running here (its heartbeat "
-                        "lapsed for %.1fs); stopping it", self.job.id, time.monotonic() - self.refreshed,
+            log.warning("job %s: ended or resumed elsewhere by the reaper while still running here (its "
+                        "heartbeat lapsed for %.1fs); stopping it", self.job.id, time.monotonic() - self.refreshed,
                         extra=_log_extra(self.job))
         self.stopped.set()
+
+    def release(self) -> bool:
+        """Give the job up for another process to resume: write nothing more; False if it already ended."""
+        with self.lock:
+            if self.finalized:
+                return False
+            self.finalized = self.finished = self.reaped = True
+        self.stopped.set()
+        self.wake.set()
+        return True
 
     def pulse(self) -> None:
         """Until the job finishes: heartbeat, deliver coalesced progress, notice cancel requests."""
@@ -244,7 +286,7 @@ class _LiveJob:
     def _beat(self) -> None:
         started = time.monotonic()
         try:
-            cancel, status = self.store.heartbeat(self.job.id, self.job.user_id)
+            beat = self.store.heartbeat(self.job)
         except redis.RedisError as exc:
             if not self.redis_failing:
                 log.warning("job %s: heartbeat failed (%s); the job goes on", self.job.id, exc,
@@ -252,18 +294,19 @@ class _LiveJob:
             self.redis_failing = True
             self.dirty = True
             return
-        if status is not None and status.is_terminal:
+        if (beat.status is not None and beat.status.is_terminal) or (beat.attempt or 0) > self.job.attempt:
             with self.lock:
                 if not self.finalized:
                     self.mark_reaped()
                     return
-        if status is None or self.redis_failing:
-            # Redis lost the job (restart without persistence, FLUSHALL) or was away: write it all back.
+        if not beat.whole or self.redis_failing:
+            # Redis lost the job or part of it (restart without persistence, FLUSHALL, a failover to a
+            # lagging replica) or was away: write it all back, its duplicate-start lock included.
             self.flush(full=True)
         else:
             # The deadline moved before the status was read: had a reaper ended the job, we would know.
             self.refreshed = started
-        if cancel and not self.cancelled:
+        if beat.cancel and not self.cancelled:
             self.cancelled = True
             self.stopped.set()
 
@@ -277,8 +320,10 @@ class Runner:
         self.on_terminal = on_terminal
         self.interval = float(app.config["EPM_PROGRESS_INTERVAL"])
         self.heartbeat_every = min(1.0, float(app.config["EPM_HEARTBEAT_TIMEOUT"]) / 3)
+        self.max_attempts = int(app.config["EPM_MAX_ATTEMPTS"])
         self._live: dict[str, _LiveJob] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._operations: dict[str, Operation] = {}
         self._accepting = True
 
     @property
@@ -289,56 +334,69 @@ class Runner:
     def accepting(self) -> bool:
         return self._accepting
 
-    def submit(self, job: Job, operation: Operation, params: dict[str, Any]) -> None:
-        """Run ``operation`` for ``job`` (already saved as pending) in the background.
+    def submit(self, job: Job, operation: Operation, params: dict[str, Any],
+               checkpoints: dict[str, Any] | None = None) -> None:
+        """Run ``operation`` for ``job`` (saved as pending, or claimed for resuming) in the background.
 
-        Once shutdown began the job is not run: it ends at once as interrupted, so it can be retried.
+        Once shutdown began the job is not run: it is left for another process to resume, or ends at
+        once as interrupted, so it can be retried.
         """
         live = _LiveJob(job, self.store, self.interval, self.heartbeat_every)
         if not self._accepting:
-            self._finish(live, JobStatus.FAILED, message="Interrupted", error_code="interrupted",
-                         error=INTERRUPTED_BY_SHUTDOWN, patient=False)
+            self._stop_for_shutdown(live, operation)
             return
         self._live[job.id] = live
-        thread = threading.Thread(target=self._run, args=(live, operation, params), daemon=True,
+        self._operations[job.id] = operation
+        thread = threading.Thread(target=self._run, args=(live, operation, params, checkpoints), daemon=True,
                                   name=f"job-{job.id}")
         self._threads[job.id] = thread
         thread.start()
 
-    def _run(self, live: _LiveJob, operation: Operation, params: dict[str, Any]) -> None:
+    def may_resume(self, job: Job, operation: Operation) -> bool:
+        """Whether another attempt of ``job`` may run: its operation allows it and attempts remain."""
+        return operation.resumable and job.attempt < self.max_attempts
+
+    def _run(self, live: _LiveJob, operation: Operation, params: dict[str, Any],
+             checkpoints: dict[str, Any] | None) -> None:
         job = live.job
         pulse = threading.Thread(target=live.pulse, daemon=True, name=f"pulse-{job.id}")
         try:
             with self.app.app_context(), logs.job_context(job):
                 pulse.start()
-                self._execute(live, operation, params)
+                self._execute(live, operation, params, checkpoints)
         finally:
             live.finished = True
             live.wake.set()
             self._live.pop(job.id, None)
             self._threads.pop(job.id, None)
+            self._operations.pop(job.id, None)
             signals.job_stopped.send(job)
 
-    def _execute(self, live: _LiveJob, operation: Operation, params: dict[str, Any]) -> None:
+    def _execute(self, live: _LiveJob, operation: Operation, params: dict[str, Any],
+                 checkpoints: dict[str, Any] | None = None) -> None:
         from ..extensions import db
 
         job = live.job
         with live.lock:
             job.status = JobStatus.RUNNING
-            job.started_at = iso(utcnow())
+            job.started_at = job.started_at if job.attempt > 1 and job.started_at else iso(utcnow())
             job.message = job.message if job.message and job.message != "Waiting to start" else "Starting"
             live.flush(status_change=True)
-        log.info("job %s started (%s)", job.id, job.job_type, extra=_log_extra(job))
+        if job.attempt > 1:
+            log.info("job %s resumed (%s, attempt %d of %d)", job.id, job.job_type, job.attempt, self.max_attempts,
+                     extra=_log_extra(job))
+        else:
+            log.info("job %s started (%s)", job.id, job.job_type, extra=_log_extra(job))
         signals.job_started.send(job)
-        ctx = JobContext(live, params, self.app.config)
+        ctx = JobContext(live, params, self.app.config, checkpoints)
         try:
             live.raise_if_stopped()
             result = operation.fn(ctx) or {}
         except JobCancelled:
             self._finish(live, JobStatus.CANCELLED, message="Cancelled")
         except ShuttingDown:
-            self._finish(live, JobStatus.FAILED, message="Interrupted", error_code="interrupted",
-                         error=INTERRUPTED_BY_SHUTDOWN)
+            if not live.reaped:
+                self._stop_for_shutdown(live, operation)
         except OperationError as exc:
             log.info("job %s failed: %s", job.id, exc.message, extra=_log_extra(job))
             self._finish(live, JobStatus.FAILED, message="Failed", error_code=exc.code, error=exc.message)
@@ -416,28 +474,45 @@ class Runner:
 
     # -- shutdown ------------------------------------------------------------------------------
     def shutdown(self, grace: float) -> list[str]:
-        """Stop taking jobs, let running ones finish within ``grace`` seconds, interrupt the rest.
+        """Stop taking jobs, let running ones finish within ``grace`` seconds, hand the rest over.
 
         The last part of the grace (a quarter, at most 2 s) is for the jobs told to stop to end
-        themselves at their next check; whatever still runs then is recorded as interrupted on the
-        spot. Returns the ids of the jobs that were told to stop.
+        themselves at their next check; whatever still runs then is handed over on the spot (see
+        ``_stop_for_shutdown``). Returns the ids of the jobs that were told to stop.
         """
         self._accepting = False
         deadline = time.monotonic() + max(0.0, grace)
         self._join_all(deadline - min(2.0, grace / 4))
         stopping = list(self._live.values())
         if stopping:
-            log.warning("shutting down: interrupting %d running job(s)", len(stopping))
+            log.warning("shutting down: stopping %d running job(s)", len(stopping))
         for live in stopping:
             live.shutting_down = True
             live.stopped.set()
         self._join_all(deadline)
-        # An operation that never checks for cancellation is still running: record it as interrupted
-        # now, before the process goes; its own late ending is then ignored (terminal states are final).
+        # An operation that never checks for cancellation is still running: hand it over (or record
+        # it as interrupted) now, before the process goes; its own late ending is then ignored.
         for live in list(self._live.values()):
-            self._finish(live, JobStatus.FAILED, message="Interrupted", error_code="interrupted",
-                         error=INTERRUPTED_BY_SHUTDOWN, patient=False)
+            self._stop_for_shutdown(live, self._operations.get(live.job.id))
         return [live.job.id for live in stopping]
+
+    def _stop_for_shutdown(self, live: _LiveJob, operation: Operation | None) -> None:
+        """A job this stopping process cannot finish: left for another process to resume (its deadline
+        passes at once) when its operation allows another attempt, else ended as interrupted."""
+        job = live.job
+        if operation is not None and self.may_resume(job, operation) and live.release():
+            try:
+                handed = self.store.hand_over(job)
+            except redis.RedisError as exc:
+                handed = False
+                log.warning("job %s: could not hand it over (%s); it is resumed once its heartbeat lapses",
+                            job.id, exc, extra=_log_extra(job))
+            if handed:
+                log.warning("job %s: handed over to be resumed by another process (attempt %d of %d ends here)",
+                            job.id, job.attempt, self.max_attempts, extra=_log_extra(job))
+            return
+        self._finish(live, JobStatus.FAILED, message="Interrupted", error_code="interrupted",
+                     error=INTERRUPTED_BY_SHUTDOWN, patient=False)
 
     def _join_all(self, until: float) -> None:
         for thread in list(self._threads.values()):

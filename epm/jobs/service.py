@@ -19,11 +19,11 @@ import redis
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import BackendDown, Conflict, JobNotFound, TooManyRunning
+from ..errors import BackendDown, Conflict, JobNotFound, NotFound, TooManyRunning
 from ..extensions import db
 from ..logs import job_fields
 from . import signals
-from .job import Job, JobStatus, iso, next_seq, utcnow
+from .job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
 from .models import BackgroundJob
 from .registry import get_operation
 from .runner import Runner
@@ -79,7 +79,7 @@ class JobService:
             raise BackendDown("The database is unavailable, so the job was not started. "
                               "Try again in a minute.", code="database_unavailable") from exc
         try:
-            self.store.save(job)
+            self.store.save_new(job, params or {})
         except redis.RedisError:
             self._forget(job)
             raise
@@ -171,7 +171,23 @@ class JobService:
 
     def list(self, user_id: str, *, limit: int = 20, status: str | None = None, job_type: str | None = None,
              session_id: str | None = None) -> list[Job]:
-        """The user's jobs, newest first: database rows with the live state from Redis laid over them."""
+        """The user's jobs, newest first: database rows with the live state from Redis laid over them.
+
+        While the database is down the recent jobs Redis holds answer instead (filtered the same way),
+        so the live view keeps working through the outage.
+        """
+        try:
+            return self._list_rows(user_id, limit=limit, status=status, job_type=job_type, session_id=session_id)
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            log.warning("jobs of user %s listed from Redis alone: the database is unavailable (%s)", user_id, exc)
+        jobs = [job for job in self.recent(user_id, limit=self.store.keep_per_user)
+                if (not job_type or job.job_type == job_type) and (not session_id or job.session_id == session_id)
+                and (not status or job.status.value == status)]
+        return [self._with_ack(job) for job in jobs[:limit]]
+
+    def _list_rows(self, user_id: str, *, limit: int, status: str | None, job_type: str | None,
+                   session_id: str | None) -> list[Job]:
         query = select(BackgroundJob).where(BackgroundJob.user_id == str(user_id))
         if job_type:
             query = query.where(BackgroundJob.job_type == job_type)
@@ -311,33 +327,83 @@ class JobService:
             written += 1
         return written
 
-    def reap(self) -> list[Job]:
-        """Mark jobs whose heartbeat lapsed as failed/interrupted; return them."""
-        reaped = []
+    def reap(self, *, resume: bool = True) -> list[Job]:
+        """Resume or end the jobs whose heartbeat lapsed; return them as they are now.
+
+        With ``resume``, a job of a resumable operation with attempts left runs again in this process
+        (attempt + 1, same id); any other is marked failed/interrupted (or cancelled, if the user asked).
+        Each job is taken over by one atomic write keyed on that job alone, so one process of many
+        resumes it, once.
+        """
+        handled = []
         for job_id in self.store.overdue_ids():
             if job_id in self.runner.running:
                 continue
-            fallback = None
-            if self.store.load(job_id) is None:
-                # Redis lost the job's hash: the database says what it was.
-                try:
-                    row = db.session.get(BackgroundJob, job_id)
-                except SQLAlchemyError as exc:
-                    db.session.rollback()
-                    log.warning("reaper: job %s left for later: its hash is gone and the database is "
-                                "unavailable (%s)", job_id, exc, extra={"job_id": job_id})
-                    continue
-                fallback = row.to_job() if row is not None else None
-            job = self.store.finish_orphan(job_id, JobStatus.FAILED, error_code="interrupted",
-                                           error=INTERRUPTED_MESSAGE, fallback=fallback)
-            if job is None:
-                continue
-            log.warning("reaper: job %s interrupted (no heartbeat)", job_id,
-                        extra=job_fields(job))
-            signals.job_reaped.send(job)
-            self.record_terminal(job)
-            reaped.append(job)
-        return reaped
+            job = self._take_over(job_id, resume)
+            if job is not None:
+                handled.append(job)
+        return handled
+
+    def _take_over(self, job_id: str, resume: bool) -> Job | None:
+        fallback = None
+        job = self.store.load(job_id)
+        if job is None:
+            # Redis lost the job's hash: the database says what it was.
+            try:
+                row = db.session.get(BackgroundJob, job_id)
+            except SQLAlchemyError as exc:
+                db.session.rollback()
+                log.warning("reaper: job %s left for later: its hash is gone and the database is "
+                            "unavailable (%s)", job_id, exc, extra={"job_id": job_id})
+                return None
+            job = fallback = row.to_job() if row is not None else None
+        if resume and job is not None and not job.is_terminal and not job.cancel_requested:
+            resumed = self._resume(job, fallback)
+            if resumed is not False:
+                return resumed
+        cancelled = job is not None and job.cancel_requested
+        job = self.store.finish_orphan(job_id, JobStatus.CANCELLED if cancelled else JobStatus.FAILED,
+                                       error_code=None if cancelled else "interrupted",
+                                       error=None if cancelled else INTERRUPTED_MESSAGE, fallback=fallback)
+        if job is None:
+            return None
+        log.warning("reaper: job %s %s (no heartbeat)", job_id, job.status.value if cancelled else "interrupted",
+                    extra=job_fields(job))
+        signals.job_reaped.send(job)
+        self.record_terminal(job)
+        return job
+
+    def _resume(self, job: Job, fallback: Job | None) -> Job | None | bool:
+        """Run another attempt of ``job`` here if it may; the job, None if another process won, False if
+        it may not be resumed (the caller ends it)."""
+        try:
+            operation = get_operation(job.job_type)
+        except NotFound:
+            return False
+        if not self.runner.may_resume(job, operation):
+            return False
+        if not self.runner.accepting:
+            return None  # this process is stopping: another one resumes the job
+        params = self.store.params(job.id) if fallback is None else None
+        if params is None:
+            try:
+                row = db.session.get(BackgroundJob, job.id)
+            except SQLAlchemyError as exc:
+                db.session.rollback()
+                log.warning("reaper: job %s left for later: its parameters are only in the database, which is "
+                            "unavailable (%s)", job.id, exc, extra=job_fields(job))
+                return None
+            params = (row.params if row is not None else None) or {}
+        checkpoints = self.store.checkpoints(job.id) if fallback is None else {}
+        claimed = self.store.orphan_write(job.id, _next_attempt, fallback=fallback)
+        if claimed is None:
+            return None
+        log.warning("reaper: job %s resumed here (attempt %d of %d; no heartbeat from the last one)", job.id,
+                    claimed.attempt, self.runner.max_attempts, extra=job_fields(claimed))
+        signals.job_resumed.send(claimed)
+        taken = replace(claimed, extra=dict(claimed.extra))  # the runner changes ``claimed`` as it runs
+        self.runner.submit(claimed, operation, params, checkpoints)
+        return taken
 
     def adopt_orphans(self) -> int:
         """Put database rows still active but unknown to Redis under the reaper's watch.
@@ -393,6 +459,21 @@ class JobService:
 
     def active_for_session(self, user_id: str, session_id: str) -> list[Job]:
         return [job for job in self.list(user_id, limit=50, session_id=session_id) if not job.is_terminal]
+
+
+def _next_attempt(job: Job) -> Job:
+    """``job`` as the next attempt takes it over: the last attempt goes into its history."""
+    now = iso(utcnow())
+    history = list(job.attempts or [])
+    began = history[-1]["ended_at"] if history else (job.started_at or job.created_at)
+    history.append({"attempt": job.attempt, "started_at": began, "ended_at": now, "ended": "interrupted"})
+    job.attempts = history
+    job.attempt += 1
+    job.status = JobStatus.RUNNING
+    job.message = RESUMED_MESSAGE
+    job.updated_at = now
+    job.cancel_requested = False
+    return job
 
 
 def _finished_word(status: JobStatus) -> str:

@@ -6,15 +6,31 @@ docs/operations.md; keep the two in step.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from .job import TERMINAL, Job, JobStatus, iso, next_seq, parse_iso, utcnow
 
 TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
+
+log = logging.getLogger("epm.jobs")
+
+_ORPHAN_TRIES = 5
+_CHECKPOINT = "checkpoint:"
+
+
+class Beat(NamedTuple):
+    """What a heartbeat learnt about a live job (see ``JobStore.heartbeat``)."""
+
+    cancel: bool
+    status: JobStatus | None
+    attempt: int | None
+    whole: bool
 
 
 class JobStore:
@@ -101,19 +117,20 @@ class JobStore:
         return outcome != _PROGRESS_ENDED
 
     def save_unless_finished(self, job: Job) -> bool:
-        """``save`` unless Redis already holds a terminal state for the job; False when it does.
+        """``save`` unless Redis holds a terminal state for the job or a newer attempt; False then.
 
         For a runner whose heartbeat may have lapsed (it was stalled or cut off from Redis): a
-        reaper may have ended the job meanwhile, and terminal states are final, so the runner's
-        state must not overwrite that. Two round trips, guarded by WATCH like ``finish_orphan``.
+        reaper may have ended the job meanwhile, or another process resumed it, and terminal
+        states are final, so the runner's state must not overwrite that. Two round trips, guarded by
+        WATCH.
         """
         key = self.job_key(job.id)
         with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)
-                    status = pipe.hget(key, "status")
-                    if status is not None and JobStatus(status).is_terminal:
+                    status, attempt = pipe.hmget(key, "status", "attempt")
+                    if (status is not None and JobStatus(status).is_terminal) or int(attempt or 1) > job.attempt:
                         pipe.unwatch()
                         return False
                     pipe.multi()
@@ -134,6 +151,8 @@ class JobStore:
             pipe.zrem(self.active_key, job.id)
         else:
             pipe.zadd(self.active_key, {job.id: self.deadline()})
+            # A live job owns its duplicate-start lock: a write-back after Redis lost it puts it back.
+            pipe.set(self.lock_key(job.user_id, job.session_id, job.job_type), job.id, nx=True)
         user_jobs = self.user_jobs_key(job.user_id)
         pipe.zadd(user_jobs, {job.id: _created_score(job)}, nx=True)
         pipe.zremrangebyrank(user_jobs, 0, -self.keep_per_user - 1)
@@ -143,22 +162,25 @@ class JobStore:
             pipe.publish(self.job_channel(job.id), payload)
             pipe.publish(self.user_channel(job.user_id), payload)
 
-    def heartbeat(self, job_id: str, user_id: str) -> tuple[bool, JobStatus | None]:
+    def heartbeat(self, job: Job) -> Beat:
         """Push the job's deadline forward (only while it is active). One round trip.
 
-        Returns ``(cancel requested, status in Redis)``. The status is None when Redis lost the
-        job (a restart without persistence, FLUSHALL) — or only part of it: the job is not in its
-        user's index — and the runner then writes it all again. A terminal status the runner did
-        not write means a reaper ended the job.
+        Says whether a cancel was requested, the status and attempt Redis holds, and whether Redis
+        holds everything the live job owns (its hash, its place in its user's index, its
+        duplicate-start lock): when not (a restart without persistence, FLUSHALL, a failover to a
+        replica that lagged), the runner writes it all again. A terminal status the runner did not
+        write means a reaper ended the job; a newer attempt, that another process resumed it.
         """
+        key = self.job_key(job.id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.active_key, {job_id: self.deadline()}, xx=True)
-        pipe.hmget(self.job_key(job_id), "cancel_requested", "status")
-        pipe.zscore(self.user_jobs_key(user_id), job_id)
-        _, (flag, status), indexed = pipe.execute()
-        if indexed is None and not (status and JobStatus(status).is_terminal):
-            status = None
-        return flag == "1", JobStatus(status) if status else None
+        pipe.zadd(self.active_key, {job.id: self.deadline()}, xx=True)
+        pipe.hmget(key, "cancel_requested", "status", "attempt")
+        pipe.zscore(self.user_jobs_key(job.user_id), job.id)
+        pipe.exists(self.lock_key(job.user_id, job.session_id, job.job_type))
+        _, (flag, status, attempt), indexed, locked = pipe.execute()
+        return Beat(cancel=flag == "1", status=JobStatus(status) if status else None,
+                    attempt=int(attempt) if attempt else None,
+                    whole=status is not None and indexed is not None and bool(locked))
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.hset(self.job_key(job_id), "cancel_requested", "1")
@@ -307,45 +329,108 @@ class JobStore:
                       require_overdue: bool = True, fallback: Job | None = None) -> Job | None:
         """Write a terminal state for a job nobody is running; return it, or None if it was not orphaned.
 
-        Guarded by WATCH: if the runner refreshes its heartbeat (or finishes) in between, nothing
-        is written, so a live but slow job is never reaped. ``fallback`` is the job as the database
-        knows it, used when Redis has lost the job's hash.
+        Guarded per job (``orphan_write``): if the runner refreshes its heartbeat (or finishes) in
+        between, nothing is written, so a live but slow job is never reaped. ``fallback`` is the job
+        as the database knows it, used when Redis has lost the job's hash.
         """
-        key = self.job_key(job_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(key, self.active_key)
-                data = pipe.hgetall(key)
-                deadline = pipe.zscore(self.active_key, job_id)
-                if not data and fallback is None:
-                    pipe.multi()
-                    pipe.zrem(self.active_key, job_id)
-                    pipe.execute()
-                    return None
-                job = Job.from_hash(data) if data else fallback
-                if job.is_terminal and not data:
-                    # Redis lost a job that had finished: show it as finished again, and stop watching it.
-                    pipe.multi()
-                    self._queue_write(pipe, job, publish=True)
-                    pipe.expire(key, self.retention)
-                    pipe.execute()
-                    return None
-                if job.is_terminal or (require_overdue and deadline is not None and deadline > time.time()):
-                    return None
-                now = _now_iso()
-                job.status = status
-                job.seq = next_seq(job.seq)
-                job.error_code = error_code
-                job.error = error
-                job.updated_at = now
-                job.completed_at = now
-                job.cancel_requested = False
-                pipe.multi()
-                self._queue_write(pipe, job, publish=True)
-                pipe.execute()
-                return job
-            except redis.WatchError:
+
+        def end(job: Job) -> Job:
+            now = _now_iso()
+            job.status = status
+            job.error_code = error_code
+            job.error = error
+            job.updated_at = now
+            job.completed_at = now
+            job.cancel_requested = False
+            return job
+
+        return self.orphan_write(job_id, end, require_overdue=require_overdue, fallback=fallback)
+
+    def orphan_write(self, job_id: str, change, *, require_overdue: bool = True,
+                     fallback: Job | None = None) -> Job | None:
+        """Write ``change(job)`` for a job nobody runs (ended, or resumed elsewhere); the job, or None.
+
+        The check and the write are one Lua script keyed on the job alone: it writes only if the job
+        is not terminal, its seq is the one read (no runner wrote since) and, with ``require_overdue``,
+        its heartbeat deadline has passed. A runner's heartbeat elsewhere therefore never makes the
+        write fail, however many jobs run; a write that lost a race is tried again at once.
+        """
+        for _ in range(_ORPHAN_TRIES):
+            data = self.redis.hgetall(self.job_key(job_id))
+            if not data and fallback is None:
+                self.redis.zrem(self.active_key, job_id)
                 return None
+            job = Job.from_hash(data) if data else fallback
+            if job.is_terminal:
+                if not data:
+                    # Redis lost a job that had finished: show it as finished again, stop watching it.
+                    pipe = self.redis.pipeline(transaction=True)
+                    self._queue_write(pipe, job, publish=True)
+                    pipe.expire(self.job_key(job_id), self.retention)
+                    pipe.execute()
+                else:
+                    self.redis.zrem(self.active_key, job_id)
+                return None
+            expected = data.get("seq", "") if data else ""
+            job = change(job)
+            job.seq = next_seq(job.seq)
+            outcome = self._script(_ORPHAN_WRITE)(
+                keys=[self.job_key(job_id), self.active_key, self.user_jobs_key(job.user_id),
+                      self.user_version_key(job.user_id), self.lock_key(job.user_id, job.session_id, job.job_type)],
+                args=self._orphan_args(job, expected, time.time() if require_overdue else None))
+            if outcome == 1:
+                return job
+            if outcome == 0:
+                return None
+            log.info("job %s: changed while being taken over as orphaned; looking again", job_id)
+        log.warning("job %s: still changing after %d tries to take it over; left for the next round", job_id,
+                    _ORPHAN_TRIES)
+        return None
+
+    def _orphan_args(self, job: Job, expected_seq: str, overdue_before: float | None) -> list[Any]:
+        write, delete = job.to_hash()
+        flat = [item for pair in write.items() for item in pair]
+        payload = job.to_json()
+        return [job.id, expected_seq, "" if overdue_before is None else repr(overdue_before),
+                "1" if job.is_terminal else "0", repr(self.deadline()), repr(_created_score(job)),
+                self.keep_per_user, self.job_channel(job.id), self.user_channel(job.user_id), payload,
+                len(flat), *flat, len(delete), *delete]
+
+    def _script(self, source: str):
+        """The Lua script ``source``, registered once per store (run by its SHA, loaded again if Redis lost it)."""
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if source not in scripts:
+            scripts[source] = self.redis.register_script(source)
+        return scripts[source]
+
+    def hand_over(self, job: Job) -> bool:
+        """Leave a live job for another process to resume: its deadline passes now. One round trip.
+
+        Only while Redis holds this runner's attempt of the job, not terminal; False otherwise.
+        """
+        return bool(self._script(_HAND_OVER)(keys=[self.job_key(job.id), self.active_key],
+                                           args=[job.id, job.attempt]))
+
+    def save_new(self, job: Job, params: dict[str, Any]) -> None:
+        """``save`` a job just created, with the parameters a process resuming it will need."""
+        pipe = self.redis.pipeline(transaction=True)
+        self._queue_write(pipe, job, publish=True)
+        pipe.hset(self.job_key(job.id), "params", json.dumps(params, separators=(",", ":"), default=str))
+        pipe.execute()
+
+    def params(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(self.job_key(job_id), "params")
+        return json.loads(raw) if raw else None
+
+    def checkpoint(self, job_id: str, name: str, value: Any) -> None:
+        """Keep what a stage computed, for an attempt that resumes the job."""
+        self.redis.hset(self.job_key(job_id), _CHECKPOINT + name, json.dumps(value, separators=(",", ":"),
+                                                                              default=str))
+
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        data = self.redis.hgetall(self.job_key(job_id))
+        return {name[len(_CHECKPOINT):]: json.loads(raw) for name, raw in data.items()
+                if name.startswith(_CHECKPOINT)}
 
     # -- the outbox of terminal states not yet in the database ---------------------------------
     def outbox_add(self, job_id: str) -> None:
@@ -466,3 +551,45 @@ def _created_score(job: Job) -> float:
 
 def _now_iso() -> str:
     return iso(utcnow())
+
+
+# KEYS: job hash, active set, user index, user version, duplicate-start lock
+# ARGV: id, expected seq ('' = any), overdue before ('' = no check), terminal, deadline, created score,
+#       keep per user, job channel, user channel, payload, n, n field/value items, m, m fields to delete
+_ORPHAN_WRITE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if ARGV[3] ~= '' then
+  local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if deadline and tonumber(deadline) > tonumber(ARGV[3]) then return 0 end
+end
+local seq = redis.call('HGET', KEYS[1], 'seq')
+if ARGV[2] ~= '' and seq ~= ARGV[2] then return -1 end
+if ARGV[2] == '' and seq then return -1 end
+local n = tonumber(ARGV[11])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 12, 11 + n)) end
+local m = tonumber(ARGV[12 + n])
+if m > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 13 + n, 12 + n + m)) end
+if ARGV[4] == '1' then
+  redis.call('HDEL', KEYS[1], 'cancel_requested')
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+  redis.call('SET', KEYS[5], ARGV[1], 'NX')
+end
+redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[7]) - 1)
+redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', ARGV[8], ARGV[10])
+redis.call('PUBLISH', ARGV[9], ARGV[10])
+return 1
+"""
+
+# KEYS: job hash, active set. ARGV: id, the handing runner's attempt.
+_HAND_OVER = """
+local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if not state[1] or state[1] == 'completed' or state[1] == 'failed' or state[1] == 'cancelled' then return 0 end
+if tonumber(state[2] or '1') ~= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+"""

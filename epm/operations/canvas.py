@@ -22,7 +22,7 @@ from ..jobs.runner import JobContext
 from ..models import Analysis
 from . import text
 from .canvas_themes import AUDIENCES, OUTLETS, THEMES
-from .inputs import SessionBrief, load_inputs, save_row
+from .inputs import SessionBrief, load_inputs, save_row, saved_earlier
 from .workstreams import classify
 
 BLOCKS = (("key_partners", "Key partners"), ("key_activities", "Key activities"), ("key_resources", "Key resources"),
@@ -416,7 +416,7 @@ def canvas_sentences(canvas: dict[str, Any]) -> list[str]:
 
 
 @operation("bmc_analysis", title="Business model canvas", ready="Business model canvas ready",
-           view_label="View canvas")
+           view_label="View canvas", resumable=True)
 def analyse_business_model(ctx: JobContext) -> dict[str, Any]:
     """Builds the nine blocks of a business model canvas from the session and its latest research."""
     ctx.stage(0, "Reading the session")
@@ -431,7 +431,8 @@ def analyse_business_model(ctx: JobContext) -> dict[str, Any]:
     ctx.stage(92, "Saving the canvas")
     data = assemble_canvas(signals, filled)
     data["research_analysis_id"] = inputs.analysis_id("research")
-    analysis_id = save_row(Analysis(user_id=inputs.user_id, session_id=brief.id, job_id=ctx.job_id, kind="bmc",
-                                    data=data))
+    earlier = saved_earlier(ctx, Analysis)  # a resumed job whose earlier attempt saved it already
+    analysis_id = earlier.id if earlier is not None else save_row(
+        Analysis(user_id=inputs.user_id, session_id=brief.id, job_id=ctx.job_id, kind="bmc", data=data))
     return {"url": f"/sessions/{brief.id}/canvas", "summary": data["summary"], "analysis_id": analysis_id,
             "session_id": brief.id}

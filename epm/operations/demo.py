@@ -58,16 +58,18 @@ def burn_cpu(milliseconds: float) -> int:
 
 
 @operation("demo_countdown", title="Demo countdown", ready="Countdown finished", view_label="View job",
-           requires_session=False, validate=validate)
+           requires_session=False, validate=validate, resumable=True)
 def countdown(ctx: JobContext) -> dict[str, Any]:
     """Counts through a number of steps, reporting progress at each."""
     params = ctx.params
     steps = params["steps"]
-    for step in range(1, steps + 1):
+    # A resumed attempt goes on from the last step an earlier one began.
+    for step in range(ctx.checkpoint_value("step", 1), steps + 1):
         if params.get("fail_at") == step:
             raise OperationError(f"The countdown was told to fail at step {step}.", code="demo_failure")
         if params.get("crash_at") == step:
             raise RuntimeError(f"demo crash at step {step}")
+        ctx.checkpoint("step", step)
         label = f" — {params['label']}" if params.get("label") else ""
         ctx.stage(100 * (step - 1) / steps, f"Step {step} of {steps}{label}", params.get("step_seconds"))
         if params.get("cpu_ms"):

@@ -136,3 +136,9 @@ def latest_analysis(session: StrategySession, kind: str) -> Analysis | None:
     """The newest analysis of ``kind`` ('bmc' or 'research') of the session, by its owner."""
     return (Analysis.query.filter_by(session_id=session.id, user_id=session.user_id, kind=kind)
             .order_by(Analysis.created_at.desc(), Analysis.id.desc()).first())
+
+
+def saved_earlier(ctx: JobContext, model: type) -> Any:
+    """The ``model`` row an earlier attempt of this job saved before its process died (None if none):
+    a resumed job returns it instead of saving its result twice."""
+    return model.query.filter_by(job_id=ctx.job_id).first() if ctx.attempt > 1 else None

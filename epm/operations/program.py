@@ -27,7 +27,7 @@ from ..models import Program
 from . import facts
 from .budget import split_amount
 from .cpm import Schedule, ScheduleError
-from .inputs import SessionBrief, load_inputs, save_row
+from .inputs import SessionBrief, load_inputs, save_row, saved_earlier
 from .risks import assess_risks
 from .sizing import Sizing, size, weekly_load
 from .workstreams import objectives_of, plan_work
@@ -294,7 +294,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
 
 
 @operation("epm_generation", title="EPM generation", ready="EPM program ready", view_label="View program",
-           validate=validate)
+           validate=validate, resumable=True)
 def generate_program(ctx: JobContext) -> dict[str, Any]:
     """Builds an EPM program: workstreams, critical-path schedule, milestones, budget, resources and risks."""
     ctx.stage(0, "Reading the session, canvas and research")
@@ -310,7 +310,9 @@ def generate_program(ctx: JobContext) -> dict[str, Any]:
     data["sources"] = {"canvas_analysis_id": inputs.analysis_id("bmc"),
                        "research_analysis_id": inputs.analysis_id("research")}
     ctx.stage(95, "Saving the program")
-    program_id, version = save_program(inputs.user_id, brief.id, ctx.job_id, data)
+    earlier = saved_earlier(ctx, Program)  # a resumed job whose earlier attempt saved it already
+    program_id, version = ((earlier.id, earlier.version) if earlier is not None
+                           else save_program(inputs.user_id, brief.id, ctx.job_id, data))
     return {"url": f"/programs/{program_id}", "summary": data["summary"],
             "program_id": program_id, "session_id": brief.id, "version": version}
 

@@ -21,7 +21,7 @@ from ..jobs.runner import JobContext, OperationError
 from ..models import Analysis
 from . import facts, text
 from .fetch import FetchFailed, FetchPolicy, Page, PageFetcher
-from .inputs import SessionBrief, load_inputs, save_row
+from .inputs import SessionBrief, load_inputs, save_row, saved_earlier
 
 MAX_SOURCES = 25
 MAX_HEADINGS = 40
@@ -143,7 +143,8 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or url[:60]
 
 
-@operation("web_research", title="Web research", ready="Research report ready", view_label="View report")
+@operation("web_research", title="Web research", ready="Research report ready", view_label="View report",
+           resumable=True)
 def research_sources(ctx: JobContext) -> dict[str, Any]:
     """Reads the session's source web pages and reports their titles, headings and key terms."""
     ctx.stage(0, "Reading the session")
@@ -174,7 +175,8 @@ def research_sources(ctx: JobContext) -> dict[str, Any]:
     ctx.stage(88, "Summarising the sources and their key facts")
     report = ctx.run_blocking(build_report, brief, sources)
     ctx.stage(95, "Saving the research report")
-    analysis_id = save_row(Analysis(user_id=inputs.user_id, session_id=brief.id, job_id=ctx.job_id,
-                                    kind="research", data=report))
+    earlier = saved_earlier(ctx, Analysis)  # a resumed job whose earlier attempt saved it already
+    analysis_id = earlier.id if earlier is not None else save_row(
+        Analysis(user_id=inputs.user_id, session_id=brief.id, job_id=ctx.job_id, kind="research", data=report))
     return {"url": f"/sessions/{brief.id}/research", "summary": report["summary"], "analysis_id": analysis_id,
             "session_id": brief.id}

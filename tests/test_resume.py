@@ -1,0 +1,239 @@
+"""Automatic resume and per-job reaping in one process, on both backends.
+
+A second ``JobService`` on the same app stands for another server process: it shares Redis and the
+database, and has a runner of its own. The fault tests (test_faults_resume.py) prove the same on
+real gunicorn servers.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from epm.extensions import db
+from epm.jobs import current_jobs
+from epm.jobs.job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
+from epm.jobs.models import BackgroundJob
+from epm.jobs.service import JobService
+from tests.fault_support import cut_off_runner
+from tests.support import wait_for
+
+
+@pytest.fixture(autouse=True)
+def _fast_heartbeat(monkeypatch):
+    monkeypatch.setenv("EPM_HEARTBEAT_TIMEOUT", "1")
+
+
+@pytest.fixture
+def peer(app):
+    """Another process's job service: same Redis and database, its own runner."""
+    other = JobService(app, app.extensions["epm.jobs"].store)
+    yield other
+    other.runner.shutdown(grace=5)
+    app.extensions["epm.jobs"].runner.shutdown(grace=5)
+
+
+def start(app, user_id: str = "1", **params) -> Job:
+    with app.app_context():
+        return current_jobs().start("demo_countdown", user_id=user_id, params=params)
+
+
+def live(app, job_id: str) -> Job | None:
+    return app.extensions["epm.jobs"].store.load(job_id)
+
+
+def rows(app, job_id: str) -> list[BackgroundJob]:
+    with app.app_context():
+        found = db.session.query(BackgroundJob).filter_by(id=job_id).all()
+        db.session.expunge_all()
+        return found
+
+
+def recorded(app, job_id: str) -> list[str]:
+    """The statuses of the job's rows once its terminal state is in the database (one row, one status)."""
+    return wait_for(lambda: (found := [row.status for row in rows(app, job_id)])[0] not in ("pending", "running")
+                    and found, 5, 0.05, "the terminal state in the database")
+
+
+def reap(app, service: JobService, **kwargs) -> list[Job]:
+    with app.app_context():
+        try:
+            return service.reap(**kwargs)
+        finally:
+            db.session.remove()
+
+
+def lapse(store, job_id: str) -> None:
+    """The job's heartbeat deadline passed (its process went silent)."""
+    store.redis.zadd(store.active_key, {job_id: time.time() - 1})
+
+
+def orphan(app, job_id: str, **fields) -> Job:
+    """A running job whose process is gone: its hash, row and lock in place, its deadline passed."""
+    store = app.extensions["epm.jobs"].store
+    now = iso(utcnow())
+    fields.setdefault("user_id", "1")
+    job = Job(id=job_id, job_type="demo_countdown", title="Demo countdown", status=JobStatus.RUNNING,
+              message="Step 1 of 3", created_at=now, started_at=now, updated_at=now, seq=next_seq(0), **fields)
+    with app.app_context():
+        db.session.add(BackgroundJob.from_job(job, {"steps": 3}))
+        db.session.commit()
+    store.acquire_lock(job)
+    store.save_new(job, {"steps": 3})
+    lapse(store, job_id)
+    return job
+
+
+def test_a_job_handed_over_at_shutdown_goes_on_elsewhere_from_its_checkpoint(app, peer):
+    service = app.extensions["epm.jobs"]
+    store = service.store
+    job = start(app, steps=40, step_seconds=0.1)
+    wait_for(lambda: int(store.checkpoints(job.id).get("step", 1)) > 1, 10, 0.05, "a checkpoint past step 1")
+    assert service.runner.shutdown(grace=0) == [job.id]
+    handed = live(app, job.id)
+    assert handed.status is JobStatus.RUNNING, "not failed: handed over"
+    assert store.redis.zscore(store.active_key, job.id) <= time.time(), "its deadline passed at once"
+    checkpoint = store.checkpoints(job.id)["step"]
+    pubsub = store.redis.pubsub()
+    pubsub.subscribe(store.job_channel(job.id))
+    wait_for(lambda: pubsub.get_message(timeout=0.1) is not None, message="subscription confirmed")
+
+    [resumed] = reap(app, peer)
+    assert (resumed.id, resumed.attempt, resumed.message) == (job.id, 2, RESUMED_MESSAGE)
+    done = wait_for(lambda: (j := live(app, job.id)).is_terminal and j, 15, 0.05, "the resumed job to end")
+    events = [m for _ in range(400) if (m := pubsub.get_message(timeout=0.01)) and m["type"] == "message"]
+    pubsub.close()
+    assert (done.status, done.attempt, done.result["steps"]) == (JobStatus.COMPLETED, 2, 40)
+    [history] = done.attempts
+    assert (history["attempt"], history["ended"]) == (1, "interrupted")
+    assert history["started_at"] == handed.started_at and done.started_at == handed.started_at
+    steps = [int(found.group(1)) for e in events if (found := re.search(r'"message":"Step (\d+) of 40"', e["data"]))]
+    assert steps and min(steps) >= checkpoint > 1, f"attempt 2 went on from step {checkpoint}, not 1: {steps}"
+    assert recorded(app, job.id) == ["completed"]
+
+
+def test_a_dead_job_is_taken_over_in_one_round_while_other_jobs_heartbeat(app):
+    service = app.extensions["epm.jobs"]
+    store = service.store
+    service.runner.max_attempts = 1
+    job = orphan(app, "dead1")
+    stop = threading.Event()
+
+    def heartbeats() -> None:  # 50 live jobs beating as fast as they can
+        while not stop.is_set():
+            store.redis.zadd(store.active_key, {f"busy{n}": time.time() + 60 for n in range(50)})
+
+    beating = [threading.Thread(target=heartbeats) for _ in range(3)]
+    for thread in beating:
+        thread.start()
+    try:
+        reaped = reap(app, service)
+    finally:
+        stop.set()
+        for thread in beating:
+            thread.join()
+    assert [j.id for j in reaped] == [job.id]
+    assert (live(app, job.id).status, live(app, job.id).error_code) == (JobStatus.FAILED, "interrupted")
+    store.redis.zrem(store.active_key, *(f"busy{n}" for n in range(50)))
+
+
+def test_exactly_one_of_two_processes_resumes_a_dead_job(app, peer):
+    service = app.extensions["epm.jobs"]
+    job = orphan(app, "dead2")
+    results: list[list[Job]] = []
+    racers = [threading.Thread(target=lambda s=s: results.append(reap(app, s))) for s in (service, peer)]
+    for thread in racers:
+        thread.start()
+    for thread in racers:
+        thread.join()
+    assert sorted(len(r) for r in results) == [0, 1], results
+    done = wait_for(lambda: (j := live(app, job.id)).is_terminal and j, 10, 0.05, "the resumed job to end")
+    assert (done.status, done.attempt) == (JobStatus.COMPLETED, 2)
+    assert recorded(app, job.id) == ["completed"]
+
+
+def test_a_job_out_of_attempts_ends_interrupted(app):
+    service = app.extensions["epm.jobs"]
+    job = orphan(app, "dead3", attempt=3)
+    assert [j.id for j in reap(app, service)] == [job.id]
+    ended = live(app, job.id)
+    assert (ended.status, ended.error_code, ended.attempt) == (JobStatus.FAILED, "interrupted", 3)
+    assert recorded(app, job.id) == ["failed"] and rows(app, job.id)[0].error_code == "interrupted"
+
+
+def test_a_dead_job_the_user_asked_to_cancel_ends_cancelled_instead_of_resuming(app):
+    service = app.extensions["epm.jobs"]
+    job = orphan(app, "dead4")
+    service.store.request_cancel(job.id)
+    reap(app, service)
+    assert live(app, job.id).status is JobStatus.CANCELLED
+    assert recorded(app, job.id) == ["cancelled"]
+
+
+def test_a_runner_whose_job_was_resumed_elsewhere_stops_and_writes_nothing(app, peer, monkeypatch):
+    service = app.extensions["epm.jobs"]
+    store = service.store
+    job = start(app, steps=30, step_seconds=0.1)
+    wait_for(lambda: live(app, job.id).status is JobStatus.RUNNING, message="the job to run")
+    cut_off_runner(monkeypatch, store, job.id)
+    [resumed] = reap(app, peer)
+    assert resumed.attempt == 2
+    monkeypatch.undo()  # Redis is back for the first runner: it finds a newer attempt and gives up
+    wait_for(lambda: job.id not in service.runner.running, 5, 0.05, "the first runner to give the job up")
+    assert job.id in peer.runner.running or live(app, job.id).is_terminal
+    done = wait_for(lambda: (j := live(app, job.id)).is_terminal and j, 15, 0.05, "the resumed job to end")
+    assert (done.status, done.attempt) == (JobStatus.COMPLETED, 2)
+    assert recorded(app, job.id) == ["completed"]
+
+
+def test_a_running_job_writes_its_lock_back_after_redis_lost_everything(app, auth_client):
+    store = app.extensions["epm.jobs"].store
+    first = auth_client.post("/api/background-jobs", json={"job_type": "demo_countdown",
+                                                           "params": {"steps": 60, "step_seconds": 0.1}})
+    assert first.status_code == 202
+    job_id = first.json["job"]["id"]
+    wait_for(lambda: live(app, job_id).status is JobStatus.RUNNING, message="the job to run")
+    store.redis.delete(*store.redis.scan_iter(match=app.config["EPM_KEY_PREFIX"] + "*"))
+
+    user_id = first.json["job"]["user_id"]
+    wait_for(lambda: job_id in store.recent_ids(user_id), 5, 0.05, "the runner to write its whole state back")
+    again = auth_client.post("/api/background-jobs", json={"job_type": "demo_countdown",
+                                                           "params": {"steps": 60, "step_seconds": 0.1}})
+    assert again.status_code == 409, again.json
+    assert again.json["error"]["code"] == "duplicate_job" and job_id in again.get_data(as_text=True)
+    auth_client.post(f"/api/background-jobs/{job_id}/cancel")
+
+
+def test_the_list_and_a_job_come_from_redis_while_the_database_is_down(app, auth_client, monkeypatch):
+    first = auth_client.post("/api/background-jobs", json={"job_type": "demo_countdown",
+                                                           "params": {"steps": 40, "step_seconds": 0.1}})
+    job_id = first.json["job"]["id"]
+    wait_for(lambda: live(app, job_id).status is JobStatus.RUNNING, message="the job to run")
+
+    def down(*args, **kwargs):
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(db.session, "scalars", down)
+    monkeypatch.setattr(db.session, "get", down)
+    listed = auth_client.get("/api/background-jobs")
+    assert listed.status_code == 200 and [j["id"] for j in listed.json["jobs"]] == [job_id]
+    assert auth_client.get("/api/background-jobs?status=completed").json["jobs"] == []
+    one = auth_client.get(f"/api/background-jobs/{job_id}")
+    assert one.status_code == 200 and one.json["job"]["status"] == "running"
+    monkeypatch.undo()
+    auth_client.post(f"/api/background-jobs/{job_id}/cancel")
+
+
+def test_a_resumed_job_s_page_and_api_show_its_attempts(app, auth_client, user):
+    service = app.extensions["epm.jobs"]
+    job = orphan(app, "dead5", user_id=str(user.id))
+    reap(app, service)
+    wait_for(lambda: live(app, job.id).is_terminal, 10, 0.05, "the resumed job to end")
+    page = auth_client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "Resumed after a server restart: attempt 2; attempt 1 stopped" in page
+    shown = auth_client.get(f"/api/background-jobs/{job.id}").json["job"]
+    assert (shown["attempt"], [run["attempt"] for run in shown["attempts"]]) == (2, [1])
