@@ -149,10 +149,13 @@ class JobStore:
         if job.is_terminal:
             pipe.hdel(key, "cancel_requested")
             pipe.zrem(self.active_key, job.id)
+            pipe.zrem(self.user_running_key(job.user_id), job.id)
         else:
             pipe.zadd(self.active_key, {job.id: self.deadline()})
-            # A live job owns its duplicate-start lock: a write-back after Redis lost it puts it back.
+            # A live job owns its duplicate-start lock and its place in its account's share: a write-back
+            # after Redis lost them puts them back.
             pipe.set(self.lock_key(job.user_id, job.session_id, job.job_type), job.id, nx=True)
+            pipe.zadd(self.user_running_key(job.user_id), {job.id: time.time()}, nx=True)
         user_jobs = self.user_jobs_key(job.user_id)
         pipe.zadd(user_jobs, {job.id: _created_score(job)}, nx=True)
         pipe.zremrangebyrank(user_jobs, 0, -self.keep_per_user - 1)
@@ -167,9 +170,10 @@ class JobStore:
 
         Says whether a cancel was requested, the status and attempt Redis holds, and whether Redis
         holds everything the live job owns (its hash, its place in its user's index, its
-        duplicate-start lock): when not (a restart without persistence, FLUSHALL, a failover to a
-        replica that lagged), the runner writes it all again. A terminal status the runner did not
-        write means a reaper ended the job; a newer attempt, that another process resumed it.
+        duplicate-start lock, its place in its account's share): when not (a restart without
+        persistence, FLUSHALL, a failover to a replica that lagged), the runner writes it all again.
+        A terminal status the runner did not write means a reaper ended the job; a newer attempt,
+        that another process resumed it.
         """
         key = self.job_key(job.id)
         pipe = self.redis.pipeline(transaction=False)
@@ -177,10 +181,11 @@ class JobStore:
         pipe.hmget(key, "cancel_requested", "status", "attempt")
         pipe.zscore(self.user_jobs_key(job.user_id), job.id)
         pipe.exists(self.lock_key(job.user_id, job.session_id, job.job_type))
-        _, (flag, status, attempt), indexed, locked = pipe.execute()
+        pipe.zscore(self.user_running_key(job.user_id), job.id)
+        _, (flag, status, attempt), indexed, locked, counted = pipe.execute()
         return Beat(cancel=flag == "1", status=JobStatus(status) if status else None,
                     attempt=int(attempt) if attempt else None,
-                    whole=status is not None and indexed is not None and bool(locked))
+                    whole=status is not None and indexed is not None and bool(locked) and counted is not None)
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.hset(self.job_key(job_id), "cancel_requested", "1")
