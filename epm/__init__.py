@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from . import config as config_module
-from . import errors, logs, metrics
+from . import errors, logs, metrics, security
 from .extensions import csrf, db, describe_backends, init_redis, login_manager, migrate
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -37,12 +37,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         init_redis(app)
 
     from . import jobs, operations, web  # noqa: F401  (operations register themselves on import)
+    from .operations import demo
     from .web import auth
 
+    security.install_converters(app)  # before the routes: ids in URLs bounded to the database's INTEGER
+    demo.init_app(app)
     jobs.init_app(app, current_user_id=auth.current_user_id)
     metrics.init_app(app)
     web.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
 
     log = logging.getLogger("epm")
     log.info("epm starting: %s", describe_backends(app))

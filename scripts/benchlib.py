@@ -102,7 +102,8 @@ class Backends:
 
         config = {"SECRET_KEY": SECRET_KEY, "SECRET_KEY_GENERATED": False, "REDIS_URL": self.redis_url,
                   "SQLALCHEMY_DATABASE_URI": database_uri(self.database_url), "EPM_KEY_PREFIX": self.prefix,
-                  "EPM_MAINTENANCE": False, "LOG_LEVEL": "WARNING"}
+                  "EPM_MAINTENANCE": False, "LOG_LEVEL": "WARNING", "EPM_DEMO": True,
+                  "RATELIMIT_ENABLED": False}
         config.update(overrides)
         return config
 
@@ -113,7 +114,7 @@ class Backends:
 
     def server_env(self, **overrides: str) -> dict[str, str]:
         env = {"SECRET_KEY": SECRET_KEY, "REDIS_URL": self.redis_url or "", "DATABASE_URL": self.database_url,
-               "EPM_KEY_PREFIX": self.prefix, "LOG_LEVEL": "WARNING"}
+               "EPM_KEY_PREFIX": self.prefix, "LOG_LEVEL": "WARNING", "EPM_DEMO": "1", "EPM_RATE_LIMITS": "0"}
         env.update(overrides)
         return env
 

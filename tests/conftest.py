@@ -20,6 +20,11 @@ from tests.support import PostgresDatabase, real_backends, upgrade_database
 
 BACKENDS = ["embedded", "real"]
 
+# The test operation demo_countdown exists only with EPM_DEMO=1; request-rate limits are off unless a test
+# turns them on (tests/test_security_*.py do). Set here so every server and CLI the tests start inherits them.
+os.environ.setdefault("EPM_DEMO", "1")
+os.environ.setdefault("EPM_RATE_LIMITS", "0")
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
