@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from . import config as config_module
-from . import errors, logs, metrics, security
+from . import errors, limits, logs, metrics, security
 from .extensions import csrf, db, describe_backends, init_redis, login_manager, migrate
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -45,6 +45,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     jobs.init_app(app, current_user_id=auth.current_user_id)
     metrics.init_app(app)
     web.init_app(app)
+    auth.init_app(app)
+    limits.init_app(app)
     errors.init_app(app)
     security.init_app(app)
 

@@ -83,6 +83,20 @@ class Unauthorized(EpmError):
     code = "unauthorized"
 
 
+def answer(error: EpmError):
+    """The HTTP answer for ``error``: JSON under /api/ (or when asked for), a readable page elsewhere."""
+    from flask import current_app, jsonify, render_template, request
+
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        response = jsonify(error.to_dict())
+        response.status_code = error.status
+    else:
+        response = current_app.make_response((render_template("error.html", error=error), error.status))
+    if error.status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
 def is_outage(error: Exception) -> bool:
     """True when a database error means the database cannot be reached, not that the data was refused.
 
@@ -101,23 +115,11 @@ def init_app(app) -> None:
     import logging
 
     import redis
-    from flask import jsonify, render_template, request
+    from flask import request
     from sqlalchemy.exc import SQLAlchemyError
     from werkzeug.exceptions import HTTPException
 
     log = logging.getLogger("epm")
-
-    def wants_json() -> bool:
-        return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
-
-    def answer(error: EpmError):
-        if wants_json():
-            response = jsonify(error.to_dict())
-            response.status_code = error.status
-            if error.status == 503:
-                response.headers["Retry-After"] = "5"
-            return response
-        return render_template("error.html", error=error), error.status
 
     @app.errorhandler(EpmError)
     def on_epm_error(error: EpmError):

@@ -129,13 +129,23 @@ def user(app) -> User:
     return make_user(app, "alice")
 
 
+def sign_in(app, client, user_id) -> None:
+    """Give ``client`` the session cookie of ``user_id``, with the account's current session token."""
+    from epm.web.auth import AUTH_KEY, session_token
+
+    with app.app_context():
+        token = session_token(user_id)
+    with client.session_transaction() as session:
+        session["_user_id"] = str(user_id)
+        session["_fresh"] = True
+        session[AUTH_KEY] = token
+
+
 @pytest.fixture
 def auth_client(app, user):
     """A test client signed in as ``user``."""
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = str(user.id)
-        session["_fresh"] = True
+    sign_in(app, client, user.id)
     return client
 
 
