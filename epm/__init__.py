@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Flask
 
+from . import api_schema, errors, limits, logs, metrics, security
 from . import config as config_module
-from . import errors, limits, logs, metrics, security
 from .extensions import csrf, db, describe_backends, init_redis, login_manager, migrate
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -49,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     limits.init_app(app)
     errors.init_app(app)
     security.init_app(app)
+    app.register_blueprint(api_schema.bp)
 
     log = logging.getLogger("epm")
     log.info("epm starting: %s", describe_backends(app))

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from ..api_schema import StartJob, parse_body
 from ..errors import EpmError, Unauthorized, ValidationFailed
 from ..extensions import db
 from .job import Job, JobStatus
@@ -91,18 +92,12 @@ def _list_args() -> dict[str, Any]:
 def start_job() -> Response:
     """Start an operation that needs no strategy session (those start from their session)."""
     user_id = current_user_id()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("job_type"), str):
-        raise ValidationFailed('Send a JSON object like {"job_type": "demo_countdown", "params": {}}.',
-                               {"job_type": "is required"})
+    body = parse_body(StartJob)
     operation = get_operation(body["job_type"])
     if operation.requires_session:
         raise EpmError(f"{operation.title} runs for a strategy session: POST /api/sessions/<id>/{operation.name}.",
                        code="requires_session")
-    params = body.get("params") or {}
-    if not isinstance(params, dict):
-        raise ValidationFailed("params must be a JSON object.", {"params": "must be an object"})
-    job = _jobs().start(operation.name, user_id=user_id, params=params)
+    job = _jobs().start(operation.name, user_id=user_id, params=body.get("params") or {})
     return start_response(job)
 
 
