@@ -40,7 +40,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .operations import demo
     from .web import auth
 
-    security.install_converters(app)  # before the routes: ids in URLs bounded to the database's INTEGER
     demo.init_app(app)
     jobs.init_app(app, current_user_id=auth.current_user_id)
     metrics.init_app(app)

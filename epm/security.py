@@ -4,8 +4,7 @@
   with a 400 before any view sees it: neither PostgreSQL nor a UTF-8 encoder can store it.
 - A JSON body nested deeper than ``MAX_JSON_DEPTH`` is refused with a 400 (it used to end in a
   RecursionError and a 500); a body over ``MAX_CONTENT_LENGTH`` with a 413 before it is read.
-- Integer ids in URLs are bounded to what the database's ``INTEGER`` holds: a larger one is a 404,
-  not a database error.
+- An integer id in a URL beyond what the database's ``INTEGER`` holds is a 404, not a database error.
 - Every response carries a strict Content-Security-Policy (no inline script or style), refuses to be
   framed, and sends no referrer to other sites.
 """
@@ -17,9 +16,8 @@ from typing import Any
 
 from flask import Flask, request
 from werkzeug.exceptions import BadRequest
-from werkzeug.routing import IntegerConverter
 
-from .errors import EpmError
+from .errors import EpmError, NotFound
 
 MAX_JSON_DEPTH = 32
 # The largest id PostgreSQL's INTEGER (and so every id column here) can hold.
@@ -55,22 +53,20 @@ class BadInput(EpmError):
     code = "bad_input"
 
 
-class IdConverter(IntegerConverter):
-    """``<int:...>`` bounded to the database's INTEGER, so an id out of range is simply not found."""
-
-    def __init__(self, map: Any, fixed_digits: int = 0, min: int | None = 0, max: int | None = MAX_ID,
-                 signed: bool = False) -> None:
-        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
-
-
-def install_converters(app: Flask) -> None:
-    """Before any blueprint is registered: routes built afterwards use the bounded ``int``."""
-    app.url_map.converters["int"] = IdConverter
-
-
 def init_app(app: Flask) -> None:
+    app.url_value_preprocessor(refuse_ids_out_of_range)
     app.before_request(check_request_text)
     app.after_request(add_security_headers)
+
+
+def refuse_ids_out_of_range(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """An id in the URL beyond what the database's INTEGER holds names nothing: 404, for every method.
+
+    (A bounded URL converter would do it too, but Werkzeug then answers 405 for the other methods.)
+    """
+    for value in (values or {}).values():
+        if isinstance(value, int) and not 0 <= value <= MAX_ID:
+            raise NotFound("There is nothing at this address.")
 
 
 def has_bad_text(value: str) -> bool:
