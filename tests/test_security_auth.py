@@ -190,3 +190,24 @@ def test_demo_operation_exists_only_when_enabled(tmp_path, sqlite_template):
 def test_demo_parameters_are_bounded(auth_client, params):
     response = auth_client.post("/api/background-jobs", json={"job_type": "demo_countdown", "params": params})
     assert response.status_code == 422, response.get_json()
+
+
+def test_the_session_check_costs_no_database_query_on_the_job_lists_304(app, auth_client):
+    from sqlalchemy import event
+
+    first = auth_client.get("/api/background-jobs")
+    assert first.status_code == 200
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        again = auth_client.get("/api/background-jobs", headers={"If-None-Match": first.headers["ETag"]})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert again.status_code == 304
+    assert statements == []
