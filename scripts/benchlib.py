@@ -156,8 +156,11 @@ def session_cookie(app, user_id: int) -> str:
 
     Signing in through ``/login`` costs a password hash per user, which is not what is measured.
     """
+    from epm.web.auth import AUTH_KEY, session_token_for
+
     serializer = app.session_interface.get_signing_serializer(app)
-    return serializer.dumps({"_user_id": str(user_id), "_fresh": False})
+    token = session_token_for(app.config["SECRET_KEY"], user_id, 0)  # a new account: generation 0
+    return serializer.dumps({"_user_id": str(user_id), "_fresh": False, AUTH_KEY: token})
 
 
 def csrf_session(base_url: str, cookie: str) -> tuple[str, str]:

@@ -24,9 +24,16 @@ def _jobs():
     return current_jobs()
 
 
-def current_user_id() -> str:
-    """The signed-in user's id, as the job system keys it; 401 when nobody is signed in."""
-    user_id = current_app.extensions["epm.user_id"]()
+def current_user_id(*, starting: bool = False) -> str:
+    """The signed-in user's id, as the job system keys it; 401 when nobody is signed in.
+
+    ``starting``: the host app also checks that the account still exists (when it says how).
+    """
+    extensions = current_app.extensions
+    lookup = extensions["epm.user_id"]
+    if starting:
+        lookup = extensions.get("epm.existing_user_id", lookup)
+    user_id = lookup()
     if user_id is None:
         raise Unauthorized("Sign in to see your jobs.")
     return str(user_id)
@@ -91,7 +98,7 @@ def _list_args() -> dict[str, Any]:
 @bp.post("/background-jobs")
 def start_job() -> Response:
     """Start an operation that needs no strategy session (those start from their session)."""
-    user_id = current_user_id()
+    user_id = current_user_id(starting=True)
     body = parse_body(StartJob)
     operation = get_operation(body["job_type"])
     if operation.requires_session:
@@ -113,7 +120,7 @@ def cancel_job(job_id: str) -> Response:
 
 @bp.post("/background-jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
-    return start_response(_jobs().retry(job_id, current_user_id()))
+    return start_response(_jobs().retry(job_id, current_user_id(starting=True)))
 
 
 @bp.post("/background-jobs/<job_id>/acknowledge")

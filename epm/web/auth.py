@@ -1,11 +1,15 @@
 """Accounts: sign up, sign in, sign out, and ``flask users ...`` for operators.
 
-A sign-in can be ended. Each account has a random session token in Redis (``{prefix}user:{id}:auth``);
-the signed session cookie carries the token it was issued with, and every request compares the two
-(one Redis GET, no database query: the job API's hot paths stay cheap). Signing out, changing the
-password or deleting the account replaces the token, which ends every session of the account on every
-device at once. "Remember me" is the same cookie made to outlive the browser (``session.permanent``),
-so it is revoked the same way; without the box ticked the cookie ends with the browser.
+A sign-in can be ended. Each account has a session generation in Redis (``{prefix}user:{id}:auth``, a
+counter, 0 when absent); the signed session cookie carries a token derived from it (an HMAC with the
+secret key), and every request compares the two (one Redis GET, no database query: the job API's hot
+paths stay cheap). Signing out, changing the password or deleting the account bumps the generation,
+which ends every session of the account on every device at once. The token is derived rather than
+stored so that every process agrees on it without sharing state, and a Redis that lost its data does
+not sign everybody out (it does let sessions ended before the account's first sign-out back in: run
+Redis with persistence, as deploy.md says). "Remember me" is the same cookie made to outlive the
+browser (``session.permanent``), so it is revoked the same way; without the box ticked the cookie ends
+with the browser.
 
 Passwords are hashed in gevent's threadpool (scrypt would stall every request of the worker), and an
 unknown username costs the same hash as a wrong password, so timing does not tell which names exist.
@@ -13,6 +17,8 @@ unknown username costs the same hash as a wrong password, so timing does not tel
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from datetime import timedelta
@@ -60,17 +66,21 @@ def _store():
     return current_app.extensions["epm.jobs"].store
 
 
+def session_token_for(secret_key: str, user_id: int | str, generation: int) -> str:
+    """The token a session of ``user_id`` carries while the account's session generation is ``generation``."""
+    message = f"epm-session:{user_id}:{generation}".encode()
+    return hmac.new(str(secret_key).encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
 def session_token(user_id: int | str) -> str:
-    """The account's current session token, created on first use."""
-    key = _store().user_auth_key(str(user_id))
-    client = get_redis()
-    client.set(key, secrets.token_urlsafe(24), nx=True)
-    return client.get(key)
+    """The account's current session token: one Redis GET of its session generation."""
+    generation = int(get_redis().get(_store().user_auth_key(str(user_id))) or 0)
+    return session_token_for(current_app.config["SECRET_KEY"], user_id, generation)
 
 
 def end_sessions(user_id: int | str) -> None:
     """End every session and remembered sign-in of the account, on every device."""
-    get_redis().set(_store().user_auth_key(str(user_id)), secrets.token_urlsafe(24))
+    get_redis().incr(_store().user_auth_key(str(user_id)))
 
 
 def _session_is_current(user_id: str) -> bool:
@@ -79,8 +89,7 @@ def _session_is_current(user_id: str) -> bool:
     if cached is not None:
         return cached
     token = session.get(AUTH_KEY)
-    current = bool(token) and secrets.compare_digest(
-        str(get_redis().get(_store().user_auth_key(user_id)) or ""), str(token))
+    current = bool(token) and hmac.compare_digest(session_token(user_id), str(token))
     g._epm_session_current = current
     return current
 
@@ -111,14 +120,21 @@ def unauthorized():
 def current_user_id() -> str | None:
     """The signed-in user's id as the job system keys it, or None. The one place that says who is asking.
 
-    For a read, taken from the signed session cookie and checked against the account's session token
-    in Redis, without loading the account, so that the job API's cheap answers (a 304 of the list,
-    opening an event stream) cost no database query. A change loads the account as well.
+    Taken from the signed session cookie and checked against the account's session token in Redis,
+    without loading the account, so that the job API's cheap answers (a 304 of the list, opening an
+    event stream) cost no database query, and a cancel works while the database is away.
     """
     user_id = session.get("_user_id")
-    if user_id is not None and request.method in ("GET", "HEAD"):
+    if user_id is not None:
         return str(user_id) if _session_is_current(str(user_id)) else None
-    # A change (a job start, a cancel) loads the account: one that was deleted cannot act any more.
+    return str(current_user.id) if current_user.is_authenticated else None
+
+
+def existing_user_id() -> str | None:
+    """``current_user_id``, with the account loaded: None for one deleted behind the app's back.
+
+    For starting jobs (which write a row anyway); reads and cancels keep working from Redis alone.
+    """
     return str(current_user.id) if current_user.is_authenticated else None
 
 
@@ -277,5 +293,6 @@ def delete_user_command(username: str) -> None:
 
 
 def init_app(app) -> None:
-    """How long a remembered sign-in lasts (the session cookie's lifetime when "remember me" is ticked)."""
+    """How long a remembered sign-in lasts; who may start jobs (an account that still exists)."""
+    app.extensions["epm.existing_user_id"] = existing_user_id
     app.permanent_session_lifetime = timedelta(days=int(app.config["REMEMBER_COOKIE_DAYS"]))
