@@ -22,10 +22,11 @@ $(TEST_STAMP): $(STAMP)
 
 install: $(STAMP)
 
-## The app on http://127.0.0.1:8000 with no server installed (fakeredis + SQLite), stages paced at 2 s.
+## The app on http://127.0.0.1:8000 with no server installed (fakeredis + SQLite), stages paced at 2 s,
+## with the demo operation (demo_countdown) offered.
 run: install
 	$(BIN)/flask --app wsgi db upgrade
-	EPM_STAGE_SECONDS=$${EPM_STAGE_SECONDS:-2} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	EPM_DEMO=$${EPM_DEMO:-1} EPM_STAGE_SECONDS=$${EPM_STAGE_SECONDS:-2} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 ## The whole suite: unit tests on the embedded default, and on real Redis/PostgreSQL, live servers
 ## and Chromium where REDIS_URL/DATABASE_URL are set and /usr/bin/chromium exists (.ci/run sees to both).

@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Flask
 
+from . import api_schema, errors, limits, logs, memtrace, metrics, security
 from . import config as config_module
-from . import errors, logs, memtrace, metrics
 from .extensions import csrf, db, describe_backends, init_redis, login_manager, migrate
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -38,12 +38,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         init_redis(app)
 
     from . import jobs, operations, web  # noqa: F401  (operations register themselves on import)
+    from .operations import demo
     from .web import auth
 
+    demo.init_app(app)
     jobs.init_app(app, current_user_id=auth.current_user_id)
     metrics.init_app(app)
     web.init_app(app)
+    auth.init_app(app)
+    limits.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
+    app.register_blueprint(api_schema.bp)
 
     log = logging.getLogger("epm")
     log.info("epm starting: %s", describe_backends(app))

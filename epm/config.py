@@ -146,6 +146,18 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Memory hunts only (scripts/soak.py): trace allocations, dump them here on SIGUSR2 (epm/memtrace.py).
         "EPM_TRACEMALLOC_DIR": env.get("EPM_TRACEMALLOC_DIR") or None,
         "EPM_TRACEMALLOC_FRAMES": _int(env, "EPM_TRACEMALLOC_FRAMES", 1),
+        # A request body larger than this many bytes is refused with 413 before it is read.
+        "MAX_CONTENT_LENGTH": _int(env, "EPM_MAX_REQUEST_BYTES", 1024 * 1024),
+        # The test operation demo_countdown is offered only when on (make run, the tests, the benchmarks).
+        "EPM_DEMO": _bool(env, "EPM_DEMO", False),
+        # Request-rate limits (Flask-Limiter's syntax, ";" between several), kept in Redis (in memory on the
+        # embedded default). Each applies per account and per address; EPM_RATE_LIMITS=0 turns them off.
+        "RATELIMIT_ENABLED": _bool(env, "EPM_RATE_LIMITS", True),
+        "EPM_LIMIT_SIGNIN": env.get("EPM_LIMIT_SIGNIN") or "10 per minute; 100 per day",
+        "EPM_LIMIT_SIGNUP": env.get("EPM_LIMIT_SIGNUP") or "5 per minute; 20 per day",
+        "EPM_LIMIT_START": env.get("EPM_LIMIT_START") or "30 per minute; 500 per hour",
+        # Days a "remember me" sign-in lasts (only when the box is ticked).
+        "REMEMBER_COOKIE_DAYS": _int(env, "EPM_REMEMBER_DAYS", 30),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,

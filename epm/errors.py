@@ -6,6 +6,7 @@ JSON ``{"error": {"code", "message"}}`` under ``/api/``, a readable page elsewhe
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 
@@ -96,28 +97,43 @@ class Unauthorized(EpmError):
     code = "unauthorized"
 
 
+def answer(error: EpmError):
+    """The HTTP answer for ``error``: JSON under /api/ (or when asked for), a readable page elsewhere."""
+    from flask import current_app, jsonify, render_template, request
+
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        response = jsonify(error.to_dict())
+        response.status_code = error.status
+    else:
+        response = current_app.make_response((render_template("error.html", error=error), error.status))
+    if error.status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def is_outage(error: Exception) -> bool:
+    """True when a database error means the database cannot be reached, not that the data was refused.
+
+    Only connection-level failures count: an ``OperationalError`` (connection refused or lost, server
+    shutting down), a pool timeout, a lost connection. A ``DataError``, ``IntegrityError`` or a value
+    the driver cannot encode is the request's own fault.
+    """
+    from sqlalchemy import exc
+
+    return isinstance(error, exc.OperationalError | exc.TimeoutError | exc.DisconnectionError
+                      | exc.InterfaceError)
+
+
 def init_app(app) -> None:
     """Answer every error once: JSON under /api/, a readable page elsewhere; tracebacks only in the log."""
     import logging
 
     import redis
-    from flask import jsonify, render_template, request
+    from flask import request
     from sqlalchemy.exc import SQLAlchemyError
     from werkzeug.exceptions import HTTPException
 
     log = logging.getLogger("epm")
-
-    def wants_json() -> bool:
-        return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
-
-    def answer(error: EpmError):
-        if wants_json():
-            response = jsonify(error.to_dict())
-            response.status_code = error.status
-            if error.status == 503:
-                response.headers["Retry-After"] = "5"
-            return response
-        return render_template("error.html", error=error), error.status
 
     @app.errorhandler(EpmError)
     def on_epm_error(error: EpmError):
@@ -129,8 +145,11 @@ def init_app(app) -> None:
             return answer(EpmError("The form expired or the CSRF token is missing; reload the page and "
                                    "try again.", code="csrf_failed", status=400))
         code = (error.name or "error").lower().replace(" ", "_")
+        limit = app.config.get("MAX_CONTENT_LENGTH") or 0
         message = {404: "There is nothing at this address.",
-                   405: f"This address does not accept {request.method}."}.get(error.code, error.description)
+                   405: f"This address does not accept {request.method}.",
+                   413: f"The request is larger than the {limit // 1024:,} KB this server accepts."
+                   }.get(error.code, error.description)
         response = app.make_response(answer(EpmError(message, code=code, status=error.code or 500)))
         if error.code == 405:
             response.headers["Allow"] = ", ".join(error.valid_methods or [])
@@ -139,6 +158,10 @@ def init_app(app) -> None:
     @app.errorhandler(redis.RedisError)
     def on_redis_error(error: redis.RedisError):
         from .jobs import signals
+
+        if not isinstance(error, redis.ConnectionError | redis.TimeoutError):
+            # A command Redis refused (a wrong type, a script error) is a bug, not an outage.
+            return on_unexpected(error)
 
         signals.backend_error.send(error, backend="redis")
         log.error("Redis unavailable: %s", error)
@@ -151,13 +174,31 @@ def init_app(app) -> None:
         from .jobs import signals
 
         db.session.rollback()
+        if not is_outage(error):
+            # The request carried something the database refuses (an id out of range, a value it cannot
+            # store): the client's mistake, answered as such, and no sign that the database is down.
+            log.warning("database refused the request's data on %s %s: %s", request.method, request.path,
+                        str(getattr(error, "orig", None) or error).splitlines()[0])
+            return answer(EpmError("The request carries a value that cannot be stored or looked up "
+                                   "(a number out of range, or characters that are not allowed).",
+                                   code="invalid_value", status=400))
         signals.backend_error.send(error, backend="database")
         log.error("database error: %s", error)
         return answer(BackendDown("The database is unavailable right now; try again in a moment.",
                                   code="database_unavailable"))
 
+    @app.errorhandler(RecursionError)
+    def on_too_deep(_error: RecursionError):
+        return answer(EpmError("The request is nested too deeply.", code="too_deeply_nested", status=400))
+
     @app.errorhandler(Exception)
     def on_unexpected(error: Exception):
+        from .extensions import db
+
+        # A failed transaction left open would make the next query of this request (a log field,
+        # the error page) fail too, and turn this answer into a bare 500.
+        with suppress(Exception):
+            db.session.rollback()
         log.exception("unhandled error on %s %s", request.method, request.path)
         return answer(EpmError("Something went wrong on our side. It was logged; please try again.",
                                code="internal_error", status=500))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import redis
 from flask import Flask, current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -21,6 +23,8 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+# Request-rate limits; set up (storage, limits per route) in epm/limits.py.
+limiter = Limiter(get_remote_address)
 
 
 def init_redis(app: Flask) -> redis.Redis:

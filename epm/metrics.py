@@ -145,6 +145,7 @@ class _LiveState:
 
         try:
             queues = self.store.queue_stats()
+            dead = self.store.dead_letter_count()
         except redis.RedisError as exc:
             # The scrape still answers with the process metrics; the error is counted and readyz says why.
             _on_backend_error(exc, backend="redis")
@@ -152,6 +153,9 @@ class _LiveState:
             return
         yield GaugeMetricFamily("epm_outbox_depth", "Finished jobs waiting in the outbox for the database.",
                                 value=queues["outbox"])
+        yield GaugeMetricFamily("epm_outbox_dead_letters",
+                                "Finished jobs the database refused for their data (see `flask jobs dead-letters`).",
+                                value=dead)
         yield GaugeMetricFamily("epm_jobs_active", "Jobs in the active set (running or pending, any instance).",
                                 value=queues["active"])
         yield GaugeMetricFamily("epm_jobs_overdue", "Active jobs whose heartbeat deadline passed (the reaper's next).",

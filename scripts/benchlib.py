@@ -109,7 +109,8 @@ class Backends:
 
         config = {"SECRET_KEY": SECRET_KEY, "SECRET_KEY_GENERATED": False, "REDIS_URL": self.redis_url,
                   "SQLALCHEMY_DATABASE_URI": database_uri(self.database_url), "EPM_KEY_PREFIX": self.prefix,
-                  "EPM_MAINTENANCE": False, "LOG_LEVEL": "WARNING"}
+                  "EPM_MAINTENANCE": False, "LOG_LEVEL": "WARNING", "EPM_DEMO": True,
+                  "RATELIMIT_ENABLED": False}
         config.update(overrides)
         return config
 
@@ -120,7 +121,7 @@ class Backends:
 
     def server_env(self, **overrides: str) -> dict[str, str]:
         env = {"SECRET_KEY": SECRET_KEY, "REDIS_URL": self.redis_url or "", "DATABASE_URL": self.database_url,
-               "EPM_KEY_PREFIX": self.prefix, "LOG_LEVEL": "WARNING"}
+               "EPM_KEY_PREFIX": self.prefix, "LOG_LEVEL": "WARNING", "EPM_DEMO": "1", "EPM_RATE_LIMITS": "0"}
         env.update(overrides)
         return env
 
@@ -162,8 +163,11 @@ def session_cookie(app, user_id: int) -> str:
 
     Signing in through ``/login`` costs a password hash per user, which is not what is measured.
     """
+    from epm.web.auth import AUTH_KEY, session_token_for
+
     serializer = app.session_interface.get_signing_serializer(app)
-    return serializer.dumps({"_user_id": str(user_id), "_fresh": False})
+    token = session_token_for(app.config["SECRET_KEY"], user_id, 0)  # a new account: generation 0
+    return serializer.dumps({"_user_id": str(user_id), "_fresh": False, AUTH_KEY: token})
 
 
 def csrf_session(base_url: str, cookie: str) -> tuple[str, str]:

@@ -20,6 +20,11 @@ from tests.support import PostgresDatabase, real_backends, upgrade_database
 
 BACKENDS = ["embedded", "real"]
 
+# The test operation demo_countdown exists only with EPM_DEMO=1; request-rate limits are off unless a test
+# turns them on (tests/test_security_*.py do). Set here so every server and CLI the tests start inherits them.
+os.environ.setdefault("EPM_DEMO", "1")
+os.environ.setdefault("EPM_RATE_LIMITS", "0")
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
@@ -124,13 +129,23 @@ def user(app) -> User:
     return make_user(app, "alice")
 
 
+def sign_in(app, client, user_id) -> None:
+    """Give ``client`` the session cookie of ``user_id``, with the account's current session token."""
+    from epm.web.auth import AUTH_KEY, session_token
+
+    with app.app_context():
+        token = session_token(user_id)
+    with client.session_transaction() as session:
+        session["_user_id"] = str(user_id)
+        session["_fresh"] = True
+        session[AUTH_KEY] = token
+
+
 @pytest.fixture
 def auth_client(app, user):
     """A test client signed in as ``user``."""
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = str(user.id)
-        session["_fresh"] = True
+    sign_in(app, client, user.id)
     return client
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_user
+from tests.conftest import make_user, sign_in
 from tests.support import wait_for
 
 
@@ -84,8 +84,7 @@ def test_another_users_job_is_not_found_and_its_existence_not_revealed(app, auth
     job = start(auth_client, steps=1)
     bob = make_user(app, "bob")
     other = app.test_client()
-    with other.session_transaction() as session:
-        session["_user_id"] = str(bob.id)
+    sign_in(app, other, bob.id)
     for method, path in [("get", ""), ("post", "/cancel"), ("post", "/retry"), ("post", "/acknowledge"),
                          ("get", "/events")]:
         response = getattr(other, method)(f"/api/background-jobs/{job['id']}{path}")

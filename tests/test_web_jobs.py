@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import make_user
+from tests.conftest import make_user, sign_in
 from tests.support import wait_for
 
 
@@ -117,8 +117,7 @@ def test_another_users_job_page_and_actions_are_not_found(app, auth_client):
     job = _finished(auth_client, _start(auth_client, steps=1, fail_at=1)["id"])
     other = make_user(app, "mallory")
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = str(other.id)
+    sign_in(app, client, other.id)
     assert client.get(f"/jobs/{job['id']}").status_code == 404
     client.post(f"/jobs/{job['id']}/retry")
     assert client.get("/api/background-jobs").get_json()["jobs"] == []

@@ -11,7 +11,7 @@ import icalendar
 
 from epm.extensions import db
 from epm.models import Program
-from tests.conftest import make_user
+from tests.conftest import make_user, sign_in
 from tests.support import wait_for
 
 SESSION = {"name": "Meal kits 2027", "business": "We run a subscription meal-kit service for busy families.",
@@ -172,8 +172,7 @@ def test_another_users_program_is_404(app, auth_client):
     _, job = _generate(auth_client)
     other = make_user(app, "mallory")
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = str(other.id)
+    sign_in(app, client, other.id)
     assert client.get(job["result"]["url"]).status_code == 404
     assert client.get("/api/programs").get_json() == {"programs": []}
     assert client.get("/programs/999999").status_code == 404

@@ -6,7 +6,7 @@ import re
 
 from epm import create_app
 from epm.jobs import current_jobs
-from tests.conftest import make_user
+from tests.conftest import make_user, sign_in
 from tests.support import wait_for
 
 SESSION = {"name": "Meal kits 2027", "business": "We run a subscription meal-kit service for busy families.",
@@ -23,8 +23,7 @@ def _create(client, **overrides) -> dict:
 def _signed_in(app, username: str):
     user = make_user(app, username)
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = str(user.id)
+    sign_in(app, client, user.id)
     return client
 
 

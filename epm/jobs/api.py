@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from ..api_schema import StartJob, parse_body
 from ..errors import EpmError, Unauthorized, ValidationFailed
 from ..extensions import db
 from . import signals
@@ -33,9 +34,16 @@ def _jobs():
     return current_jobs()
 
 
-def current_user_id() -> str:
-    """The signed-in user's id, as the job system keys it; 401 when nobody is signed in."""
-    user_id = current_app.extensions["epm.user_id"]()
+def current_user_id(*, starting: bool = False) -> str:
+    """The signed-in user's id, as the job system keys it; 401 when nobody is signed in.
+
+    ``starting``: the host app also checks that the account still exists (when it says how).
+    """
+    extensions = current_app.extensions
+    lookup = extensions["epm.user_id"]
+    if starting:
+        lookup = extensions.get("epm.existing_user_id", lookup)
+    user_id = lookup()
     if user_id is None:
         raise Unauthorized("Sign in to see your jobs.")
     return str(user_id)
@@ -150,19 +158,13 @@ def _list_args() -> dict[str, Any]:
 @bp.post("/background-jobs")
 def start_job() -> Response:
     """Start an operation that needs no strategy session (those start from their session)."""
-    user_id = current_user_id()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("job_type"), str):
-        raise ValidationFailed('Send a JSON object like {"job_type": "demo_countdown", "params": {}}.',
-                               {"job_type": "is required"})
+    user_id = current_user_id(starting=True)
+    body = parse_body(StartJob)
     operation = get_operation(body["job_type"])
     if operation.requires_session:
         raise EpmError(f"{operation.title} runs for a strategy session: POST /api/sessions/<id>/{operation.name}.",
                        code="requires_session")
-    params = body.get("params") or {}
-    if not isinstance(params, dict):
-        raise ValidationFailed("params must be a JSON object.", {"params": "must be an object"})
-    job = _jobs().start(operation.name, user_id=user_id, params=params)
+    job = _jobs().start(operation.name, user_id=user_id, params=body.get("params") or {})
     return start_response(job)
 
 
@@ -178,7 +180,7 @@ def cancel_job(job_id: str) -> Response:
 
 @bp.post("/background-jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
-    return start_response(_jobs().retry(job_id, current_user_id()))
+    return start_response(_jobs().retry(job_id, current_user_id(starting=True)))
 
 
 @bp.post("/background-jobs/<job_id>/acknowledge")

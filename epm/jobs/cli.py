@@ -249,6 +249,7 @@ def stats(as_json: bool) -> None:
         by_type.setdefault(job_type, {})[status] = count
         by_status[status] = by_status.get(status, 0) + count
     queues = store.queue_stats()
+    queues["dead_letters"] = store.dead_letter_count()
     if as_json:
         _echo_json({"database": {"total": sum(by_status.values()), "by_status": by_status,
                                  "by_type": {t: sum(s.values()) for t, s in by_type.items()},
@@ -263,7 +264,7 @@ def stats(as_json: bool) -> None:
                 for job_type, of_type in sorted(by_type.items())]
                + [["all", *(by_status[s] for s in statuses), sum(by_status.values())]])
     click.echo(f"redis ({store.prefix}): {queues['active']} active, {queues['overdue']} overdue "
-               f"(heartbeat lapsed), {queues['outbox']} in the outbox")
+               f"(heartbeat lapsed), {queues['outbox']} in the outbox, {queues['dead_letters']} dead letter(s)")
 
 
 # -- acting ------------------------------------------------------------------------------------------------
@@ -366,6 +367,37 @@ def flush(as_json: bool) -> None:
         _echo_json({"written": written, "waiting": waiting})
     else:
         click.echo(f"written {written}; still waiting {waiting}")
+
+
+@jobs_cli.command("dead-letters")
+@click.option("--retry", "retry_ids", multiple=True, metavar="JOB_ID",
+              help="Put this dead letter back in the outbox (after fixing its cause); repeatable.")
+@_json_option
+def dead_letters(retry_ids: tuple[str, ...], as_json: bool) -> None:
+    """Finished jobs whose terminal state the database refused for its data, with the database's reason."""
+    store = _service().store
+    letters = store.dead_letters()
+    for job_id in retry_ids:
+        if job_id not in letters:
+            raise click.ClickException(f"{job_id} is not a dead letter.")
+        store.outbox_add(job_id)
+        store.dead_letter_remove(job_id)
+    if retry_ids:
+        letters = store.dead_letters()
+    if as_json:
+        _echo_json({"dead_letters": [{"job_id": job_id, "reason": letter["reason"],
+                                      "at": iso(datetime.fromtimestamp(letter["at"], UTC))}
+                                     for job_id, letter in sorted(letters.items())],
+                    "requeued": list(retry_ids)})
+        return
+    for job_id in retry_ids:
+        click.echo(f"{job_id} is back in the outbox")
+    if not letters:
+        click.echo("no dead letters")
+        return
+    _table(["JOB", "SINCE", "REASON"],
+           [[job_id, iso(datetime.fromtimestamp(letter["at"], UTC)), _short(letter["reason"], 80)]
+            for job_id, letter in sorted(letters.items())])
 
 
 @jobs_cli.command("purge")

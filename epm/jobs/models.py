@@ -6,14 +6,71 @@ progress updates never touch it (they live in Redis).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from ..extensions import db
 from .job import Job, JobStatus, iso, parse_iso
+
+# NUL, which PostgreSQL text cannot hold, and UTF-16 surrogates, which no UTF-8 encoder writes.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """``value`` without what PostgreSQL cannot store: NUL removed, a lone surrogate replaced by U+FFFD.
+
+    An error message quoting a URL with a NUL in it must not make its job's terminal row unwritable.
+    """
+    if not _UNSTORABLE.search(value):
+        return value
+    return _UNSTORABLE.sub(lambda match: "" if match.group() == "\x00" else "\ufffd", value)
+
+
+def clean_value(value: Any) -> Any:
+    """``clean_text`` applied to every string (keys included) in a JSON-able value."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_value(key): clean_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_value(item) for item in value]
+    return value
+
+
+class CleanJSON(TypeDecorator):
+    """JSON whose strings are cleaned before they are stored (JSON escapes would carry NUL through)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return clean_value(value)
+
+
+@event.listens_for(Engine, "before_cursor_execute", retval=True)
+def _clean_parameters(_conn, _cursor, statement, parameters, _context, executemany):
+    """Clean every text parameter of every statement, whatever model or path it came from.
+
+    Forms and the API refuse such characters, but text also arrives from operations and fetched pages;
+    one unstorable character in a terminal state used to jam the outbox for every job behind it.
+    """
+    if executemany and isinstance(parameters, list | tuple):
+        return statement, [_clean_row(row) for row in parameters]
+    return statement, _clean_row(parameters)
+
+
+def _clean_row(row: Any) -> Any:
+    if isinstance(row, dict):
+        return {key: clean_text(value) if isinstance(value, str) else value for key, value in row.items()}
+    if isinstance(row, list | tuple):
+        return type(row)(clean_text(value) if isinstance(value, str) else value for value in row)
+    return row
 
 
 class BackgroundJob(db.Model):
@@ -25,8 +82,8 @@ class BackgroundJob(db.Model):
     status: Mapped[str] = mapped_column(String(16), index=True)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     progress_message: Mapped[str | None] = mapped_column(Text)
-    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    result_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    params: Mapped[dict[str, Any] | None] = mapped_column(CleanJSON)
+    result_data: Mapped[dict[str, Any] | None] = mapped_column(CleanJSON)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     session_id: Mapped[str | None] = mapped_column(String(64), index=True)

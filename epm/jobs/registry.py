@@ -74,6 +74,11 @@ def operation(name: str, *, title: str, ready: str | None = None, view_label: st
     return register
 
 
+def unregister(name: str) -> None:
+    """Withdraw the operation ``name`` (one an app is built without); an unknown name is ignored."""
+    _operations.pop(name, None)
+
+
 def get_operation(name: str) -> Operation:
     try:
         return _operations[name]

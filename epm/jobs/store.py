@@ -67,6 +67,13 @@ class JobStore:
     def outbox_key(self) -> str:
         return f"{self.prefix}outbox"
 
+    @property
+    def dead_letter_key(self) -> str:
+        return f"{self.prefix}outbox:dead"
+
+    def user_auth_key(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}:auth"
+
     def job_channel(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
@@ -449,6 +456,23 @@ class JobStore:
 
     def outbox_depth(self) -> int:
         return self.redis.zcard(self.outbox_key)
+
+    def dead_letter(self, job_id: str, reason: str) -> None:
+        """Move ``job_id`` from the outbox to the dead letters, with why the database refused it."""
+        pipe = self.redis.pipeline()
+        pipe.hset(self.dead_letter_key, job_id, json.dumps({"reason": reason, "at": time.time()}))
+        pipe.zrem(self.outbox_key, job_id)
+        pipe.execute()
+
+    def dead_letters(self) -> dict[str, dict[str, Any]]:
+        """Job id -> ``{"reason", "at"}`` of every terminal state the database refused for its data."""
+        return {job_id: json.loads(raw) for job_id, raw in self.redis.hgetall(self.dead_letter_key).items()}
+
+    def dead_letter_count(self) -> int:
+        return self.redis.hlen(self.dead_letter_key)
+
+    def dead_letter_remove(self, job_id: str) -> None:
+        self.redis.hdel(self.dead_letter_key, job_id)
 
     # -- purging finished jobs ----------------------------------------------------------------
     def purge(self, jobs: Iterable[tuple[str, str]]) -> int:

@@ -1,14 +1,17 @@
 """``demo_countdown``: a job that does nothing but count, to see the job system work.
 
 It is what a newcomer starts to watch a job run (``POST /api/background-jobs``) and what the job
-system's tests and benchmarks drive. Parameters (all optional):
+system's tests and benchmarks drive. It is offered only when ``EPM_DEMO=1`` (``make run``, the tests,
+the benchmarks): in production it would let any user spend the server's CPU. Parameters (all optional):
 
-- ``steps`` (1-10000, default 10): how many steps to report;
+- ``steps`` (1-1000, default 10): how many steps to report;
 - ``step_seconds`` (0-30): pacing of each step, instead of ``EPM_STAGE_SECONDS``;
 - ``fail_at`` (a step number): fail there with a message for the user;
 - ``crash_at`` (a step number): raise an unexpected error there (the user sees a safe message);
-- ``cpu_ms`` (0-10000): burn this much CPU per step off the event loop, like a heavy computation;
+- ``cpu_ms`` (0-5000): burn this much CPU per step off the event loop, like a heavy computation;
 - ``label`` (text, up to 200 characters): shown in each step's message ("Step 2 of 5 — <label>").
+
+A whole job is bounded too: at most ``MAX_CPU_SECONDS`` of CPU and ``MAX_WALL_SECONDS`` of pacing.
 """
 
 from __future__ import annotations
@@ -16,9 +19,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from flask import Flask
+
 from ..errors import ValidationFailed
-from ..jobs.registry import operation
+from ..jobs.registry import operation, unregister
 from ..jobs.runner import JobContext, OperationError
+
+MAX_STEPS = 1000
+MAX_CPU_SECONDS = 30
+MAX_WALL_SECONDS = 3600
 
 
 def _number(params: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -32,19 +41,28 @@ def _number(params: dict[str, Any], name: str, default: float, low: float, high:
 
 def validate(params: dict[str, Any]) -> dict[str, Any]:
     """Check the demo's parameters before a job is created."""
-    clean = {"steps": int(_number(params, "steps", 10, 1, 10_000))}
+    clean = {"steps": int(_number(params, "steps", 10, 1, MAX_STEPS))}
     if "step_seconds" in params:
         clean["step_seconds"] = _number(params, "step_seconds", 0, 0, 30)
     for name in ("fail_at", "crash_at"):
         if params.get(name) is not None:
-            clean[name] = int(_number(params, name, 0, 1, 10_000))
+            clean[name] = int(_number(params, name, 0, 1, MAX_STEPS))
     label = params.get("label")
     if label is not None:
         if not isinstance(label, str) or len(label) > 200:
             raise ValidationFailed("label must be text of at most 200 characters.", {"label": "too long or not text"})
         clean["label"] = label
     if params.get("cpu_ms"):
-        clean["cpu_ms"] = _number(params, "cpu_ms", 0, 0, 10_000)
+        clean["cpu_ms"] = _number(params, "cpu_ms", 0, 0, 5000)
+    if clean["steps"] * clean.get("cpu_ms", 0) > MAX_CPU_SECONDS * 1000:
+        raise ValidationFailed(f"steps × cpu_ms may be at most {MAX_CPU_SECONDS * 1000} (ms of CPU per job).",
+                               {"cpu_ms": "too much CPU for one job"})
+    if clean["steps"] * (clean.get("step_seconds") or 0) > MAX_WALL_SECONDS:
+        raise ValidationFailed(f"steps × step_seconds may be at most {MAX_WALL_SECONDS} (seconds per job).",
+                               {"step_seconds": "too long for one job"})
+    unknown = sorted(set(params) - {"steps", "step_seconds", "fail_at", "crash_at", "label", "cpu_ms"})
+    if unknown:
+        raise ValidationFailed(f"Unknown parameter {unknown[0]!r}.", {name: "is not a parameter" for name in unknown})
     return clean
 
 
@@ -57,8 +75,15 @@ def burn_cpu(milliseconds: float) -> int:
     return count
 
 
-@operation("demo_countdown", title="Demo countdown", ready="Countdown finished", view_label="View job",
-           requires_session=False, validate=validate, resumable=True)
+def init_app(app: Flask) -> None:
+    """Offer ``demo_countdown`` only when ``EPM_DEMO`` is on; withdraw it otherwise."""
+    if app.config.get("EPM_DEMO"):
+        operation("demo_countdown", title="Demo countdown", ready="Countdown finished", view_label="View job",
+                  requires_session=False, validate=validate, resumable=True)(countdown)
+    else:
+        unregister("demo_countdown")
+
+
 def countdown(ctx: JobContext) -> dict[str, Any]:
     """Counts through a number of steps, reporting progress at each."""
     params = ctx.params

@@ -10,6 +10,7 @@ by hand, one hop at a time, each checked the same way.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -67,15 +68,51 @@ class Page:
     redirects: tuple[str, ...] = ()
 
 
+# IPv6 ranges that carry an IPv4 address inside and lead to it through a relay or translator: traffic to
+# them can come out on the private IPv4 network (or this host), whatever the IPv4 address looks like.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# ::a.b.c.d (IPv4-compatible, deprecated) and ::ffff:0:a.b.c.d (IPv4-translated, SIIT).
+_EMBEDDING = (ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """The IPv4 address an IPv6 address carries, with the mechanism's name, or None.
+
+    ``ipaddress`` knows IPv4-mapped, 6to4 and Teredo; NAT64, IPv4-compatible and IPv4-translated
+    addresses keep it in their last 32 bits.
+    """
+    if ip.ipv4_mapped is not None:
+        return "an IPv4-mapped address", ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return "a 6to4 address", ip.sixtofour
+    if ip.teredo is not None:
+        return "a Teredo address", ip.teredo[1]
+    last32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if any(ip in network for network in _NAT64):
+        return "a NAT64 address", last32
+    if any(ip in network for network in _EMBEDDING) and int(ip) > 1:  # not :: or ::1
+        return "an IPv4-compatible address", last32
+    return None
+
+
 def address_refusal(address: str, allow_private: bool = False) -> str | None:
     """Why ``address`` may not be fetched ("a loopback address"), or None when it may.
 
     ``allow_private`` lets private, loopback and link-local addresses through (a test or an
-    intranet deployment); multicast, reserved and unspecified addresses are never web servers.
+    intranet deployment); multicast, reserved and unspecified addresses are never web servers, and
+    IPv6 transition addresses (6to4, Teredo, NAT64, IPv4-compatible) and site-local ones are never
+    fetched: they can lead to this host or the private network around it.
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if ip.version == 6:
+        embedded = embedded_ipv4(ip)
+        if embedded is not None:
+            kind, ipv4 = embedded
+            if kind != "an IPv4-mapped address":
+                return f"{kind} (around {ipv4})"
+            ip = ipv4
+        elif ip.is_site_local:
+            return "a site-local address"
     if ip.is_unspecified or ip in _THIS_NETWORK:
         return "an unspecified address"
     if ip.is_multicast:
@@ -93,6 +130,63 @@ def address_refusal(address: str, allow_private: bool = False) -> str | None:
     if not ip.is_global:
         return "a non-public address"
     return None
+
+
+_LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa", ".localdomain")
+MAX_URL_LENGTH = 2000
+
+
+def check_source_url(url: str, allow_private: bool = False) -> str | None:
+    """Why ``url`` cannot be a research source, in words for a user, or None when it can.
+
+    The policy without the network: an http or https address of at most 2,000 characters, with a
+    host, no user name or password, no whitespace or control characters, not a local name
+    (``localhost``, ``*.internal`` ...), and, when the host is an IP address in any spelling
+    (``2130706433``, ``0x7f.1``, ``[2002:7f00:1::1]``), one that ``address_refusal`` accepts. At fetch
+    time every address the name resolves to is checked again.
+    """
+    if not isinstance(url, str) or not url.strip():
+        return "Give an http:// or https:// address."
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        return f"The address is longer than {MAX_URL_LENGTH:,} characters."
+    if any(ord(char) < 0x21 or 0x7F <= ord(char) < 0xA0 or 0xD800 <= ord(char) < 0xE000 for char in url):
+        return "The address contains spaces or control characters."
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "The address is not a valid web address."
+    if parsed.scheme not in ("http", "https"):
+        return "Only http:// and https:// addresses can be researched."
+    if not parsed.host:
+        return "The address has no host name."
+    if parsed.userinfo:
+        return "The address may not carry a user name or password."
+    host = parsed.host.rstrip(".").lower()
+    if host in _LOCAL_NAMES or host.endswith(_LOCAL_SUFFIXES):
+        return f"{host} is a local name; research reads only public web sites."
+    literal = _ip_literal(host)
+    if literal is not None:
+        refusal = address_refusal(literal, allow_private)
+        if refusal:
+            return f"{literal} is {refusal}; research reads only public web sites."
+    return None
+
+
+def _ip_literal(host: str) -> str | None:
+    """The address a host written as an IP literal stands for (in the C library's spellings too), or None."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[0-9a-fx.]+", host) or not re.search(r"\d", host):
+        return None
+    try:
+        # inet_aton reads 127.1, 2130706433, 0x7f.0.0.1 and 0177.0.0.1 as the resolver would.
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -187,6 +281,11 @@ class PageFetcher:
                 response.close()
         except httpx.TimeoutException:
             raise _timed_out(self.policy) from None
+        except httpx.InvalidURL:
+            # httpx builds the redirect's request itself, and a Location that is no http(s) URL
+            # (javascript:, data:) cannot be one.
+            raise FetchFailed("It redirected to an address that is not a web page (only http and https "
+                              "are read).", "invalid_redirect") from None
         except httpx.ConnectError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 raise FetchFailed(f"The security certificate of {url.host} could not be verified.",

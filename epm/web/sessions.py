@@ -8,6 +8,7 @@ from flask import Blueprint, Response, flash, jsonify, redirect, render_template
 from flask_login import login_required
 from sqlalchemy import select
 
+from ..api_schema import SessionFields, SessionPatch, parse_body
 from ..errors import Conflict, DuplicateJob, EpmError, NotFound, ValidationFailed
 from ..extensions import db
 from ..jobs import current_jobs
@@ -80,6 +81,22 @@ def _start(session: StrategySession, operation_name: str):
 
 
 # -- JSON ------------------------------------------------------------------------------------------
+def _session_body(model, *, partial: bool = False) -> dict[str, Any]:
+    """The body checked against the published model, then converted by the rules the form shares.
+
+    When the body breaks the model, each field gets the rules' wording where they have one.
+    """
+    try:
+        body = parse_body(model)
+    except ValidationFailed as shape:
+        try:
+            clean_session(request.get_json(silent=True), partial=partial)
+        except ValidationFailed as rules:
+            raise ValidationFailed(rules.message, {**shape.fields, **rules.fields}) from None
+        raise
+    return clean_session(body, partial=partial)
+
+
 @bp.get("/api/sessions")
 @login_required
 def api_list() -> Response:
@@ -89,7 +106,7 @@ def api_list() -> Response:
 @bp.post("/api/sessions")
 @login_required
 def api_create() -> Response:
-    session = _create(clean_session(request.get_json(silent=True)))
+    session = _create(_session_body(SessionFields))
     response = jsonify(session=session_dict(session))
     response.status_code = 201
     response.headers["Location"] = url_for("sessions.api_get", session_id=session.id)
@@ -106,7 +123,7 @@ def api_get(session_id: int) -> Response:
 @login_required
 def api_update(session_id: int) -> Response:
     session = owned_session(session_id)
-    _update(session, clean_session(request.get_json(silent=True), partial=True))
+    _update(session, _session_body(SessionPatch, partial=True))
     return jsonify(session=session_dict(session))
 
 

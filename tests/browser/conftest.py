@@ -214,6 +214,7 @@ class User:
         self.csrf = ""
         self.user_id = ""
         self.page_errors: list[str] = []
+        self.csp_violations: list[str] = []
         self.dialogs: list[str] = []
         self._watch(self.page)
         context.on("page", self._watch)
@@ -223,6 +224,9 @@ class User:
             return
         page._epm_watched = True
         page.on("pageerror", lambda error: self.page_errors.append(f"{page.url}: {error}"))
+        # Chromium reports every Content-Security-Policy violation on the console: none may happen.
+        page.on("console", lambda message: self.csp_violations.append(f"{page.url}: {message.text}")
+                if "Content Security Policy" in message.text else None)
 
         def dialog(d: Any) -> None:
             self.dialogs.append(d.message)
@@ -323,6 +327,7 @@ def user(request, browser, live_server) -> Iterator[User]:
         if person.page_errors:
             print("uncaught errors in the page:", *person.page_errors, sep="\n  ")
     person.context.close()
+    assert not person.csp_violations, "Content-Security-Policy violations:\n" + "\n".join(person.csp_violations)
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ import * as time from "./time.js";
 import * as title from "./title.js";
 import * as toast from "./toast.js";
 import * as tracker from "./tracker.js";
+import * as widths from "./widths.js";
 
+widths.init();
 tracker.init(document.getElementById("job-tracker"));
 badge.init(document.querySelectorAll("[data-running-badge]"));
 progress.init(document.querySelectorAll("section.operation[data-operation][data-session-id]"));
