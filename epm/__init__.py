@@ -37,12 +37,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         init_redis(app)
 
     from . import jobs, operations, web  # noqa: F401  (operations register themselves on import)
-    from .web import auth
+    from .web import auth, proxy
 
     jobs.init_app(app, current_user_id=auth.current_user_id)
     metrics.init_app(app)
     web.init_app(app)
     errors.init_app(app)
+    proxy.init_app(app)
 
     log = logging.getLogger("epm")
     log.info("epm starting: %s", describe_backends(app))

@@ -98,6 +98,11 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
         # /metrics answers only with "Authorization: Bearer <token>" when set.
         "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
+        # The site is served over HTTPS only: every cookie Secure, HSTS sent (epm/web/proxy.py). Without it,
+        # responses to requests that came over HTTPS (X-Forwarded-Proto from a trusted proxy) still get Secure cookies.
+        "EPM_HTTPS": _bool(env, "EPM_HTTPS", False),
+        # max-age of Strict-Transport-Security with EPM_HTTPS (0: not sent).
+        "EPM_HSTS_SECONDS": _int(env, "EPM_HSTS_SECONDS", 365 * 24 * 3600),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
