@@ -4,12 +4,43 @@ for real with TLS and HTTP/2 in front of two instances, driven by Chromium (see 
 
 from __future__ import annotations
 
+import re
+import signal
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 import pytest
 
 from epm import create_app
 from epm.config import load
 from epm.web.proxy import secure_cookie
+from tests.browser.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SESSION,
+    StreamCounter,
+    User,
+    expect_tracker_ended,
+    tracker_job,
+    transports,
+    wait_ready,
+)
 from tests.conftest import make_user
+from tests.deploy_support import (
+    ACKNOWLEDGED,
+    HOST,
+    RECORD_STATE,
+    RECORD_STREAM,
+    Deployment,
+    InFlight,
+    job_arrivals,
+    longest_gap,
+    percentile,
+    skip_reason,
+)
+from tests.support import wait_for
 
 SIGNUP = {"username": "carol", "password": "password123"}
 
@@ -70,10 +101,11 @@ def test_hsts_is_only_sent_when_the_operator_declares_the_site_https_only(app):
 def test_hsts_seconds_zero_sends_none_and_a_negative_value_is_refused():
     settings = load({"EPM_HTTPS": "1", "EPM_HSTS_SECONDS": "0", "SECRET_KEY": "x"})
     assert settings["EPM_HTTPS"] is True
-    app = create_app({**settings, "TESTING": True, "EPM_MAINTENANCE": False})
+    embedded = {"TESTING": True, "EPM_MAINTENANCE": False, "LOG_LEVEL": "WARNING", "SQLALCHEMY_DATABASE_URI": "sqlite://"}
+    app = create_app({**settings, **embedded})
     assert "Strict-Transport-Security" not in app.test_client().get("/healthz").headers
     with pytest.raises(ValueError, match="EPM_HSTS_SECONDS must be 0"):
-        create_app({"TESTING": True, "EPM_MAINTENANCE": False, "EPM_HSTS_SECONDS": -1})
+        create_app({**embedded, "EPM_HSTS_SECONDS": -1})
 
 
 def test_defaults_are_no_https_only_and_a_year_of_hsts():
@@ -86,3 +118,205 @@ def test_secure_is_added_once_whatever_its_case():
     assert secure_cookie("session=abc; HttpOnly; Path=/") == "session=abc; HttpOnly; Path=/; Secure"
     assert secure_cookie("a=b; Path=/; secure") == "a=b; Path=/; secure"
     assert secure_cookie("secure=1; Path=/") == "secure=1; Path=/; Secure"  # a cookie named "secure" is not the flag
+
+
+# -- the deployment, run -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def deployment_and_chromium():
+    """The deployment, and a Chromium that resolves HOST to 127.0.0.1, made at the same time."""
+    from playwright.sync_api import sync_playwright
+
+    if (reason := skip_reason()) is not None:
+        pytest.skip(reason)
+    with ThreadPoolExecutor(1) as pool, sync_playwright() as playwright:
+        starting = pool.submit(Deployment)  # the servers start while Chromium does (Playwright stays on this thread)
+        try:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                 args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"])
+        finally:
+            deployment = starting.result()
+        try:
+            yield deployment, browser
+        finally:
+            browser.close()
+            deployment.close()
+
+
+@pytest.fixture
+def deployment(deployment_and_chromium) -> Deployment:
+    return deployment_and_chromium[0]
+
+
+@pytest.fixture
+def chromium(deployment_and_chromium):
+    return deployment_and_chromium[1]
+
+
+def create_session_through_the_form(page) -> None:
+    page.goto("/sessions/new")
+    page.get_by_label("Name").fill(SESSION["name"])
+    page.get_by_label("Business").fill(SESSION["business"])
+    page.get_by_label("Objectives").fill("\n".join(SESSION["objectives"]))
+    page.get_by_label("Budget").fill(str(SESSION["budget"]))
+    page.get_by_label("Deadline").fill(SESSION["deadline"])
+    page.get_by_label("Team size").fill(str(SESSION["team_size"]))
+    page.get_by_role("button", name="Create session").click()
+    page.wait_for_url(re.compile(r"/sessions/\d+$"))
+
+
+def sign_in(page, person: User) -> None:
+    page.goto("/login")
+    page.get_by_label("Username").fill(person.username)
+    page.get_by_label("Password").fill(person.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def one_leader(tabs: list):
+    def settled():
+        modes = transports(tabs)
+        return modes if sorted(modes) == ["follower"] * (len(tabs) - 1) + ["leader"] else None
+
+    modes = wait_for(settled, 15, 0.1, f"one leader among {len(tabs)} tabs, the rest followers")
+    return tabs[modes.index("leader")]
+
+
+def start_demo_in(page, **params) -> str:
+    """Start a demo job from ``page`` with the page's own code (its CSRF token, its origin); its id."""
+    return page.evaluate("""async (body) => {
+        const jobs = await import("/static/js/jobs.js");
+        return (await jobs.post("/api/background-jobs", body)).job.id;
+    }""", {"job_type": "demo_countdown", "params": params})
+
+
+@pytest.mark.live
+@pytest.mark.browser
+@pytest.mark.real_backends
+def test_events_through_nginx_reach_chromium_within_50_ms_of_a_direct_stream(deployment, chromium):
+    proxied = chromium.new_context(base_url=deployment.nginx.url, ignore_https_errors=True)
+    direct = chromium.new_context(base_url=deployment.instances[0].url)
+    try:
+        person = User(proxied, deployment.nginx.url, f"e{uuid.uuid4().hex[:10]}", "password123").signup()
+        straight = direct.new_page()
+        sign_in(straight, person)  # the same user, in a browser that goes to an instance directly
+        pages = [person.page, straight]
+        for page in pages:
+            page.add_init_script(RECORD_STREAM)
+            page.goto("/jobs")
+            wait_ready(page)
+        wait_for(lambda: all(page.evaluate("window.__epmStream.some((e) => e.kind === 'open')") for page in pages),
+                 15, 0.05, "both streams open")
+
+        # 150 steps of 20 ms, an event each (EPM_PROGRESS_INTERVAL is 10 ms here), followed on both streams.
+        job_id = start_demo_in(straight, steps=150, step_seconds=0.02)
+        wait_for(lambda: all(page.evaluate("""(id) => window.__epmStream.some(
+            (e) => e.kind === "job" && e.id === id && e.status === "completed")""", job_id) for page in pages),
+                 30, 0.1, "the job's end on both streams")
+        through_proxy, straight_in = (job_arrivals(page, job_id) for page in pages)
+        both = through_proxy.keys() & straight_in.keys()
+        assert len(both) >= 120, f"only {len(both)} events reached both streams"
+        proxy_ms = [through_proxy[seq] for seq in both]
+        direct_ms = [straight_in[seq] for seq in both]
+        extra_ms = [through_proxy[seq] - straight_in[seq] for seq in both]
+        print(f"\nevent delay over {len(both)} events: through nginx p50 {percentile(proxy_ms, 0.5):.0f} ms, "
+              f"p99 {percentile(proxy_ms, 0.99):.0f} ms; direct p50 {percentile(direct_ms, 0.5):.0f} ms, "
+              f"p99 {percentile(direct_ms, 0.99):.0f} ms; nginx's extra per event p50 "
+              f"{percentile(extra_ms, 0.5):.0f} ms, p99 {percentile(extra_ms, 0.99):.0f} ms")
+        assert percentile(proxy_ms, 0.99) <= percentile(direct_ms, 0.99) + 50, "nginx holds events back"
+    finally:
+        proxied.close()
+        direct.close()
+
+
+@pytest.mark.live
+@pytest.mark.browser
+@pytest.mark.real_backends
+def test_documented_nginx_serves_two_instances_over_http2_through_a_rolling_restart(deployment, chromium):
+    from playwright.sync_api import expect
+
+    nginx = deployment.nginx
+    context = chromium.new_context(base_url=nginx.url, ignore_https_errors=True,
+                                   viewport={"width": 1280, "height": 800})
+    context.add_init_script(RECORD_STREAM)
+    streams = StreamCounter(context)
+    acknowledgements = InFlight(context, "/acknowledge")
+    try:
+        # Sign-up, a session and a start: POSTs over HTTPS on a port other than 443 (the Referer check).
+        person = User(context, nginx.url, f"d{uuid.uuid4().hex[:10]}", "password123").signup()
+        page = person.page
+        assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
+        assert page.evaluate("window.isSecureContext && Boolean(navigator.locks)"), "no secure context"
+        cookies = {cookie["name"]: cookie for cookie in context.cookies()}
+        assert {"session", "remember_token"} <= cookies.keys()
+        assert all(cookie["secure"] for cookie in cookies.values()), cookies
+        create_session_through_the_form(page)
+        wait_ready(page)
+        epm = page.locator('section.operation[data-operation="epm_generation"]')
+        epm.get_by_role("button", name="Generate EPM program").click()
+        expect(epm.locator("[data-job-progress] p.job-done")).to_have_text("Completed — View program",
+                                                                            timeout=30_000)
+        expect(page.locator("#toasts .toast-success")).to_have_count(1)
+
+        # 8 tabs, one event stream for the whole browser: counted by the browser and by the instances.
+        tabs = [page] + [person.new_tab(path) for path in ["/jobs", "/sessions", "/programs"] * 2 + ["/"]]
+        for tab in tabs:
+            wait_ready(tab)
+        leader = one_leader(tabs)
+        held = wait_for(lambda: (counts := deployment.streams_by_instance()) and sum(counts) == 1 and counts,
+                        15, 0.2, "one event stream held for the browser, counted by the instances")
+        assert streams.open == 1, f"the browser has {streams.open} event streams open"
+        holder = deployment.instances[held.index(1)]
+        other = deployment.instances[1 - held.index(1)]
+
+        # A job on the instance that stays (a job on the stopped one would get only its graceful timeout):
+        # started there directly, as this browser's user.
+        person.refresh_tokens(page)
+        cookie_header = "; ".join(f"{c['name']}={c['value']}" for c in context.cookies())
+        with httpx.Client(base_url=other.url, timeout=10,
+                          headers={"Cookie": cookie_header, "X-CSRFToken": person.csrf}) as direct:
+            response = direct.post("/api/background-jobs", json={
+                "job_type": "demo_countdown", "params": {"steps": 16, "step_seconds": 0.25, "label": "rolling"}})
+            assert response.status_code == 202, response.text
+            job_id = response.json()["job"]["id"]
+            leader.evaluate(RECORD_STATE)
+            for tab in tabs:
+                expect(tracker_job(tab, job_id).locator(".tracker-percent")).to_have_text(re.compile(r"^\d+%$"))
+
+            # The rolling restart: SIGTERM to the instance holding the stream; the stream moves to the other.
+            moved = [0 if server is holder else 1 for server in deployment.instances]
+            stopped_at = time.time() * 1000
+            holder.stop(signal.SIGTERM)
+            assert holder.process.returncode == 0, holder.log()
+            wait_for(lambda: deployment.streams_by_instance() == moved, 20, 0.2,
+                     "the browser's stream on the other instance")
+            for tab in tabs:
+                expect_tracker_ended(tab, job_id, "Countdown finished — View job", timeout=30_000)
+            finished = direct.get(f"/api/background-jobs/{job_id}").json()["job"]
+        assert finished["status"] == "completed", finished
+
+        # The toast, once across the 8 tabs: counted when every tab has asked and been answered.
+        toast = f'#toasts .toast[data-job-id="{job_id}"]'
+        wait_for(lambda: all(tab.evaluate(ACKNOWLEDGED, job_id) for tab in tabs), 15, 0.1,
+                 "every tab to have asked to announce the job")
+        wait_for(lambda: acknowledgements.open == 0, 15, 0.05, "the acknowledgements to be answered")
+        assert sum(tab.locator(toast).count() for tab in tabs) == 1
+        for tab in tabs:
+            assert tab.locator(".toast-error, [role=alert]").count() == 0, "an error was shown"
+        assert not person.page_errors, person.page_errors
+        one_leader(tabs)
+        assert streams.open == 1, f"the browser has {streams.open} event streams open after the restart"
+
+        # What the browser saw: the stream's interruption and the longest wait between two updates.
+        log = leader.evaluate("window.__epmStream")
+        errors = [entry["t"] for entry in log if entry["kind"] == "error" and entry["t"] >= stopped_at]
+        assert errors, "the stopping instance did not end the browser's stream"
+        reopened = [entry["t"] for entry in log if entry["kind"] == "open" and entry["t"] > errors[0]]
+        assert reopened, "the browser's stream did not reopen"
+        seen = [entry["t"] for entry in leader.evaluate("window.__epmSeen") if entry["id"] == job_id]
+        streamed = [entry["t"] for entry in log if entry["kind"] == "job" and entry.get("id") == job_id]
+        print(f"\nrolling restart: stream down {reopened[0] - errors[0]:.0f} ms; longest gap between the job's "
+              f"updates on the page {longest_gap(seen):.0f} ms, on the stream {longest_gap(streamed):.0f} ms "
+              f"(steps of 250 ms)")
+        assert longest_gap(seen) < 15_000, "the page stalled during the restart"
+    finally:
+        context.close()
