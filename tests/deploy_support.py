@@ -263,11 +263,5 @@ class InFlight(StreamCounter):
             self._open.add(request)
 
 
-def job_arrivals(page: Any, job_id: str) -> dict[int, float]:
-    """seq -> milliseconds from the making of each of the job's events (seq is a ms clock) to the page."""
-    return {entry["seq"]: entry["t"] - entry["seq"] for entry in page.evaluate("window.__epmStream")
-            if entry["kind"] == "job" and entry["id"] == job_id}
-
-
 def longest_gap(times: list[float]) -> float:
     return max((later - earlier for earlier, later in zip(times, times[1:], strict=False)), default=0.0)
