@@ -151,10 +151,11 @@ def test_secure_is_added_once_whatever_its_case():
 @pytest.fixture(scope="module")
 def deployment_and_chromium():
     """The deployment, and a Chromium that resolves HOST to 127.0.0.1, made at the same time."""
-    from playwright.sync_api import sync_playwright
-
     if (reason := skip_reason()) is not None:
         pytest.skip(reason)
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=15_000)  # as the browser tests have it: a busy machine is slow to paint
     with ThreadPoolExecutor(1) as pool, sync_playwright() as playwright:
         starting = pool.submit(Deployment)  # the servers start while Chromium does (Playwright stays on this thread)
         try:
@@ -312,16 +313,20 @@ def test_documented_nginx_serves_two_instances_over_http2_through_a_rolling_rest
         wait_ready(page)
         epm = page.locator('section.operation[data-operation="epm_generation"]')
         epm.get_by_role("button", name="Generate EPM program").click()
-        expect(epm.locator("[data-job-progress] p.job-done")).to_have_text("Completed — View program",
-                                                                            timeout=30_000)
-        expect(page.locator("#toasts .toast-success")).to_have_count(1)
+        progress = epm.locator("[data-job-progress]")
+        expect(progress).to_have_attribute("data-job-id", re.compile(r"\w+"))  # started: the POST passed
+        epm_id = progress.get_attribute("data-job-id")
 
-        # 8 tabs, one event stream for the whole browser: counted by the browser and by the instances.
+        # 8 tabs (7 load while the program is made), one event stream for the whole browser.
         tabs = [page] + [person.new_tab() for _ in range(7)]
         for tab, path in zip(tabs[1:], ["/jobs", "/sessions", "/programs"] * 2 + ["/"], strict=True):
-            tab.goto(path, wait_until="commit")  # the 7 load at once
+            tab.goto(path, wait_until="commit")
         for tab in tabs:
             wait_ready(tab)
+        expect(epm.locator("[data-job-progress] p.job-done")).to_have_text("Completed — View program",
+                                                                            timeout=30_000)
+        wait_for(lambda: sum(tab.locator(f'#toasts .toast[data-job-id="{epm_id}"]').count() for tab in tabs), 15,
+                 0.1, "the program's toast")
         leader = one_leader(tabs)
         held = wait_for(lambda: (counts := deployment.streams_by_instance()) and sum(counts) == 1 and counts,
                         15, 0.2, "one event stream held for the browser, counted by the instances")
@@ -361,6 +366,7 @@ def test_documented_nginx_serves_two_instances_over_http2_through_a_rolling_rest
                  "every tab to have asked to announce the job")
         wait_for(lambda: acknowledgements.open == 0, 15, 0.05, "the acknowledgements to be answered")
         assert sum(tab.locator(toast).count() for tab in tabs) == 1
+        assert sum(tab.locator(f'#toasts .toast[data-job-id="{epm_id}"]').count() for tab in tabs) == 1
         for tab in tabs:
             assert tab.locator(".toast-error, [role=alert]").count() == 0, "an error was shown"
         assert not person.page_errors, person.page_errors
