@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from tests.browser.conftest import StreamCounter, _delete_keys, _skip_reason
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, StreamCounter, _delete_keys, _skip_reason
 from tests.support import ROOT, LiveServer, PostgresDatabase, free_port, real_backends, upgrade_database, wait_for
 
 HOST = "epm.test"
@@ -44,7 +44,8 @@ def skip_reason() -> str | None:
 
 
 def _nginx() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    """nginx's path: on PATH, or where Debian puts it (/usr/sbin is not on every user's PATH)."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
 def documented_nginx_block() -> str:
@@ -137,13 +138,6 @@ http {{
             return self.error_log.read_text(errors="replace")[-3000:]
         return ""
 
-    def client(self, cookies: str = "") -> httpx.Client:
-        """An HTTP client to the proxy, as a browser of ``HOST`` would reach it (certificate not checked)."""
-        headers = {"Host": f"{HOST}:{self.port}"}
-        if cookies:
-            headers["Cookie"] = cookies
-        return httpx.Client(base_url=f"https://127.0.0.1:{self.port}", verify=False, headers=headers, timeout=10)
-
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # nginx's fast shutdown: the test is over
@@ -209,6 +203,47 @@ class Deployment:
             list(pool.map(lambda server: server.stop(signal.SIGQUIT), self.instances))
         self.database.drop()
         _delete_keys(self.prefix)
+
+
+class ChromiumThread:
+    """Chromium that resolves HOST to 127.0.0.1, driven from a thread of its own: ``run(function, *args)``.
+
+    The browser tests keep a sync Playwright on the main thread for the whole session, and a second one
+    cannot start there; Playwright's sync API is per thread, so this one lives on its own.
+    """
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="deploy-chromium")
+        self._playwright: Any = None
+        try:
+            self.browser = self.run(self._launch)
+        except BaseException:
+            self.close()
+            raise
+
+    def _launch(self) -> Any:
+        from playwright.sync_api import expect, sync_playwright
+
+        expect.set_options(timeout=15_000)  # as the browser tests have it: a busy machine is slow to paint
+        self._playwright = sync_playwright().start()
+        return self._playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"])
+
+    def run(self, function: Any, *args: Any) -> Any:
+        """Call ``function(*args)`` on Chromium's thread and return (or raise) what it does."""
+        return self._thread.submit(function, *args).result()
+
+    def close(self) -> None:
+        def stop() -> None:
+            if getattr(self, "browser", None) is not None:
+                self.browser.close()
+            if self._playwright is not None:
+                self._playwright.stop()
+
+        try:
+            self.run(stop)
+        finally:
+            self._thread.shutdown()
 
 
 # -- in the browser -------------------------------------------------------------------------------------

@@ -17,8 +17,6 @@ from epm import create_app
 from epm.config import load
 from epm.web.proxy import secure_cookie
 from tests.browser.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SESSION,
     StreamCounter,
     User,
@@ -30,9 +28,9 @@ from tests.browser.conftest import (
 from tests.conftest import make_user
 from tests.deploy_support import (
     ACKNOWLEDGED,
-    HOST,
     RECORD_STATE,
     RECORD_STREAM,
+    ChromiumThread,
     Deployment,
     InFlight,
     longest_gap,
@@ -150,24 +148,26 @@ def test_secure_is_added_once_whatever_its_case():
 # -- the deployment, run -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def deployment_and_chromium():
-    """The deployment, and a Chromium that resolves HOST to 127.0.0.1, made at the same time."""
+    """The deployment, and Chromium on a thread of its own, made at the same time."""
     if (reason := skip_reason()) is not None:
         pytest.skip(reason)
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=15_000)  # as the browser tests have it: a busy machine is slow to paint
-    with ThreadPoolExecutor(1) as pool, sync_playwright() as playwright:
-        starting = pool.submit(Deployment)  # the servers start while Chromium does (Playwright stays on this thread)
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(Deployment)
         try:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"])
-        finally:
+            chromium = ChromiumThread()
+        except BaseException:
+            starting.result().close()
+            raise
+        try:
             deployment = starting.result()
-        try:
-            yield deployment, browser
-        finally:
-            browser.close()
-            deployment.close()
+        except BaseException:
+            chromium.close()
+            raise
+    try:
+        yield deployment, chromium
+    finally:
+        chromium.close()
+        deployment.close()
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def deployment(deployment_and_chromium) -> Deployment:
 
 
 @pytest.fixture
-def chromium(deployment_and_chromium):
+def chromium(deployment_and_chromium) -> ChromiumThread:
     return deployment_and_chromium[1]
 
 
@@ -249,6 +249,10 @@ def event_delays(page, job_id: str) -> dict[int, float]:
 @pytest.mark.browser
 @pytest.mark.real_backends
 def test_events_through_nginx_reach_chromium_within_50_ms_of_a_direct_stream(deployment, chromium):
+    chromium.run(events_through_nginx_and_direct, deployment, chromium.browser)
+
+
+def events_through_nginx_and_direct(deployment: Deployment, chromium) -> None:
     proxied = chromium.new_context(base_url=deployment.nginx.url, ignore_https_errors=True)
     direct = chromium.new_context(base_url=deployment.instances[0].url)
     try:
@@ -292,6 +296,10 @@ def test_events_through_nginx_reach_chromium_within_50_ms_of_a_direct_stream(dep
 @pytest.mark.browser
 @pytest.mark.real_backends
 def test_documented_nginx_serves_two_instances_over_http2_through_a_rolling_restart(deployment, chromium):
+    chromium.run(rolling_restart_behind_nginx, deployment, chromium.browser)
+
+
+def rolling_restart_behind_nginx(deployment: Deployment, chromium) -> None:
     from playwright.sync_api import expect
 
     nginx = deployment.nginx
@@ -364,7 +372,9 @@ def test_documented_nginx_serves_two_instances_over_http2_through_a_rolling_rest
         toast = f'#toasts .toast[data-job-id="{job_id}"]'
         wait_for(lambda: all(tab.evaluate(ACKNOWLEDGED, job_id) for tab in tabs), 15, 0.1,
                  "every tab to have asked to announce the job")
-        wait_for(lambda: acknowledgements.open == 0, 15, 0.05, "the acknowledgements to be answered")
+        # (a call into the page lets Playwright deliver the pending request events to the counter)
+        wait_for(lambda: leader.evaluate("0") == 0 and acknowledgements.open == 0, 15, 0.05,
+                 "the acknowledgements to be answered")
         assert sum(tab.locator(toast).count() for tab in tabs) == 1
         assert sum(tab.locator(f'#toasts .toast[data-job-id="{epm_id}"]').count() for tab in tabs) == 1
         for tab in tabs:
