@@ -236,6 +236,7 @@ FOLLOW_EVENTS = """(url) => new Promise((resolve) => {
     window.__arrivals.push({ t: Date.now(), id: job.id, seq: job.seq, status: job.status });
   });
   source.onopen = () => resolve(true);
+  setTimeout(() => resolve(false), 15000);
 })"""
 
 
@@ -263,7 +264,7 @@ def events_through_nginx_and_direct(deployment: Deployment, chromium) -> None:
         pages = [person.page, straight]
         for page in pages:
             page.goto("/healthz")
-            assert page.evaluate(FOLLOW_EVENTS, "/api/background-jobs/events")
+            assert page.evaluate(FOLLOW_EVENTS, "/api/background-jobs/events"), f"no event stream at {page.url}"
 
         # Jobs of 150 steps of 20 ms, an event each (EPM_PROGRESS_INTERVAL is 10 ms here), on both streams.
         # A busy machine can stall either side; up to three rounds, and the best one counts.
