@@ -39,7 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from . import jobs, operations, web  # noqa: F401  (operations register themselves on import)
     from .operations import demo
-    from .web import auth
+    from .web import auth, proxy
 
     demo.init_app(app)
     jobs.init_app(app, current_user_id=auth.current_user_id)
@@ -50,6 +50,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(api_schema.bp)
+    proxy.init_app(app)
 
     log = logging.getLogger("epm")
     log.info("epm starting: %s", describe_backends(app))

@@ -158,6 +158,11 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EPM_LIMIT_START": env.get("EPM_LIMIT_START") or "30 per minute; 500 per hour",
         # Days a "remember me" sign-in lasts (only when the box is ticked).
         "REMEMBER_COOKIE_DAYS": _int(env, "EPM_REMEMBER_DAYS", 30),
+        # The site is served over HTTPS only: every cookie Secure, HSTS sent (epm/web/proxy.py). Without it,
+        # responses to requests that came over HTTPS (X-Forwarded-Proto from a trusted proxy) still get Secure cookies.
+        "EPM_HTTPS": _bool(env, "EPM_HTTPS", False),
+        # max-age of Strict-Transport-Security with EPM_HTTPS (0: not sent).
+        "EPM_HSTS_SECONDS": _int(env, "EPM_HSTS_SECONDS", 365 * 24 * 3600),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
