@@ -47,10 +47,25 @@ def ago(value: str | datetime | None, now: datetime | None = None) -> str:
     return "just now"
 
 
+def _as_utc(value: str | datetime | None) -> datetime | None:
+    when = parse_iso(value) if isinstance(value, str) else value
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
 @bp.app_template_filter("exact_time")
 def exact_time(value: str | datetime | None) -> str:
-    when = parse_iso(value) if isinstance(value, str) else value
-    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+    """The one exact format on every page (time.js writes the same): "2026-12-01 00:29 UTC"."""
+    when = _as_utc(value)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if when else ""
+
+
+@bp.app_template_filter("iso_time")
+def iso_time(value: str | datetime | None) -> str:
+    """A ``<time datetime>`` value: ISO-8601 in UTC with a Z."""
+    when = _as_utc(value)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else ""
 
 
 @bp.get("/jobs")

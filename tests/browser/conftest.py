@@ -28,7 +28,7 @@ from tests.support import LiveServer, PostgresDatabase, real_backends, upgrade_d
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-SCREENS = Path(os.environ.get("EPM_SCREENSHOTS", "/work/helpers/screens"))
+SCREENS = Path(os.environ.get("EPM_SCREENSHOTS", Path(__file__).parent / "screenshots"))
 # Seconds per stage of an operation on the test server: an EPM generation (9 stages) lasts about 6 s.
 STAGE_SECONDS = 0.7
 EVENTS_PATH = "/api/background-jobs/events"
@@ -462,3 +462,13 @@ def expect_tracker_ended(page: Any, job_id: str, outcome: str, timeout: float = 
         const shown = entry.querySelector(".tracker-outcome");
         return Boolean(shown) && !entry.querySelector(".tracker-percent") && shown.textContent.trim() === outcome;
     }""", arg=[job_id, outcome], timeout=timeout)
+
+
+def inject_message(job_store, job_id: str, message: str) -> None:
+    """Write a progress message into a running job the way its runner does (a newer seq, published)."""
+    from epm.jobs.job import next_seq
+
+    job = job_store.load(job_id)
+    job.message = message
+    job.seq = next_seq(job.seq)
+    job_store.save(job)

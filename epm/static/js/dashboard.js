@@ -68,11 +68,11 @@ export function renderRow(job, { csrf, next }) {
     : el("a", { href: `/jobs/${encodeURIComponent(job.id)}` }, job.title || job.job_type);
   const row = el("tr", { dataset: { jobId: job.id, jobType: job.job_type, status: job.status, seq: job.seq || 0 } },
     el("td", { class: "job-title" }, title, job.retry_of ? el("span", { class: "muted" }, " (retry)") : null),
-    el("td", { class: "job-status", dataset: { status: job.status } },
+    el("td", { class: "job-status", dataset: { status: job.status, label: "Status" } },
       el("span", { class: `status status-${job.status}` }, job.status),
       jobs.isActive(job) ? el("span", { class: "job-percent" }, ` ${percent(job)}%`) : null),
-    el("td", { class: "job-detail" }, detail(job)),
-    el("td", { class: "job-when" }, timeElement(job.completed_at || job.created_at)),
+    el("td", { class: "job-detail", dataset: { label: "Details" } }, detail(job)),
+    el("td", { class: "job-when", dataset: { label: "When" } }, timeElement(job.completed_at || job.created_at)),
     el("td", { class: "job-actions" }, actions(job, csrf, next)));
   return row;
 }

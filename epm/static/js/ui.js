@@ -1,5 +1,7 @@
 // ui.js — small pure functions that build elements from a job. Text goes in with textContent, never innerHTML.
 
+import { operationInfo, sessionName } from "./live-data.js";
+
 /** ``el("p", {class: "x"}, "text", child)``: an element with attributes and children (strings become text). */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -17,6 +19,17 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A one-line text that ellipsises when too long, the whole text in its title (hover) attribute. */
+export function clipped(tag, className, text) {
+  return el(tag, { class: `clip ${className}`, title: text || null }, text || "");
+}
+
+export function setClipped(node, text) {
+  node.textContent = text || "";
+  if (text) node.title = text;
+  else node.removeAttribute("title");
+}
+
 export function percent(job) {
   const value = Number(job.progress) || 0;
   return Math.max(0, Math.min(100, Math.round(value)));
@@ -30,7 +43,7 @@ export function averagePercent(jobs) {
 /** A progress bar for ``job``, labelled for screen readers. */
 export function progressBar(job, label) {
   const bar = el("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
-    "aria-label": label || `${job.title || "Job"} progress` }, el("div", { class: "progress-fill" }));
+    "aria-label": label || `${jobTitle(job)} progress` }, el("div", { class: "progress-fill" }));
   updateProgressBar(bar, job);
   return bar;
 }
@@ -41,6 +54,15 @@ export function updateProgressBar(bar, job) {
   bar.firstElementChild.style.width = `${value}%`;
 }
 
+export function jobTitle(job) {
+  return operationInfo(job).title;
+}
+
+/** The session the job belongs to, by name, or null. */
+export function sessionOf(job) {
+  return sessionName(job.session_id);
+}
+
 /** Where the job's result is shown (an operation's ``result.url``), or null. */
 export function resultUrl(job) {
   const url = job.result && job.result.url;
@@ -48,19 +70,43 @@ export function resultUrl(job) {
 }
 
 export function viewLabel(job) {
-  return (job.result && job.result.view_label) || "View result";
+  return (job.result && job.result.view_label) || operationInfo(job).viewLabel;
 }
 
 export function readyText(job) {
-  return (job.result && job.result.ready) || `${job.title || "Job"} finished`;
+  return (job.result && job.result.ready) || operationInfo(job).ready;
 }
 
 export function failureText(job) {
   return job.error || "It stopped with an error.";
 }
 
+/** The one link a job offers: its result when it has one, else its own page. */
+export function jobLink(job) {
+  const url = job.status === "completed" ? resultUrl(job) : null;
+  if (url) return { href: url, label: viewLabel(job) };
+  return { href: `/jobs/${encodeURIComponent(job.id)}`, label: "Details" };
+}
+
 /** "Still running (45%) — Scheduling tasks" */
 export function runningText(job) {
   const message = job.message ? ` — ${job.message}` : "";
   return `${job.status === "pending" ? "Starting" : "Still running"} (${percent(job)}%)${message}`;
+}
+
+/** "0:42", "12:05", "1:02:07" */
+export function duration(seconds) {
+  const total = Math.max(0, Math.round(seconds));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+/** Seconds since the job started (or was created), by this browser's clock; null before it has a time. */
+export function elapsedSeconds(job, now = Date.now()) {
+  const since = Date.parse(job.started_at || job.created_at || "");
+  if (!Number.isFinite(since)) return null;
+  const until = job.completed_at ? Date.parse(job.completed_at) : now;
+  return Math.max(0, (until - since) / 1000);
 }
