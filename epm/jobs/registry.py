@@ -34,6 +34,8 @@ class Operation:
     description: str = ""
     requires_session: bool = False
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    steps: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
 
     def clean_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters checked by the operation's ``validate`` (raising ValidationFailed)."""
@@ -41,7 +43,8 @@ class Operation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "ready": self.ready, "view_label": self.view_label,
-                "description": self.description, "requires_session": self.requires_session}
+                "description": self.description, "requires_session": self.requires_session,
+                "steps": list(self.steps), "needs": list(self.needs)}
 
 
 _operations: dict[str, Operation] = {}
@@ -50,20 +53,24 @@ _operations: dict[str, Operation] = {}
 def operation(name: str, *, title: str, ready: str | None = None, view_label: str = "View result",
               description: str = "", requires_session: bool = True,
               validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+              steps: tuple[str, ...] = (), needs: tuple[str, ...] = (),
               ) -> Callable[[OperationFn], OperationFn]:
     """Register ``fn(ctx) -> result`` as the operation ``name``.
 
     The function reports progress through ``ctx`` and returns a small JSON-able dict; a ``url``
     in it is where the user views the result. An operation that ``requires_session`` is started
     for one strategy session, by the app's session routes. ``validate(params)`` checks parameters
-    before a job is created.
+    before a job is created. ``steps`` names the stages the operation reports, in order (the step
+    timeline); ``needs`` names the session fields that must not be empty for it to succeed (the
+    app refuses to start it otherwise, and says which).
     """
 
     def register(fn: OperationFn) -> OperationFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         _operations[name] = Operation(name=name, title=title, fn=fn, ready=ready or f"{title} finished",
                                       view_label=view_label, description=description or (doc[0] if doc else ""),
-                                      requires_session=requires_session, validate=validate)
+                                      requires_session=requires_session, validate=validate,
+                                      steps=tuple(steps), needs=tuple(needs))
         return fn
 
     return register

@@ -107,7 +107,8 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or url[:60]
 
 
-@operation("web_research", title="Web research", ready="Research report ready", view_label="View report")
+@operation("web_research", title="Web research", ready="Research report ready", view_label="View report",
+           needs=("source_urls",))
 def research_sources(ctx: JobContext) -> dict[str, Any]:
     """Reads the session's source web pages and reports their titles, headings and key terms."""
     ctx.stage(0, "Reading the session")

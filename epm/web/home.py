@@ -14,7 +14,7 @@ from ..extensions import db
 from ..jobs.registry import all_operations
 from ..models import StrategySession
 from .auth import MIN_PASSWORD
-from .operation_panels import PANELS
+from .operation_panels import FIXES, PANELS
 
 bp = Blueprint("home", __name__)
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ def live_data() -> dict[str, Any]:
                 db.session.rollback()
                 rows = []
             sessions = {str(row.id): row.name for row in rows}
-        return {"operations": operations, "sessions": sessions}
+        fixes = {code: {"label": fix.label, "field": fix.field, "retry": fix.retry_helps}
+                 for code, fix in FIXES.items()}
+        return {"operations": operations, "sessions": sessions, "fixes": fixes}
 
     return {"live_data": build, "nav_current": _nav_current, "min_password": MIN_PASSWORD}
 

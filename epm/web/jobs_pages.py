@@ -15,10 +15,12 @@ from sqlalchemy import select
 from ..errors import EpmError
 from ..extensions import db
 from ..jobs import current_jobs
-from ..jobs.job import JobStatus, parse_iso
+from ..jobs.job import Job, JobStatus, parse_iso
 from ..jobs.models import BackgroundJob
 from ..jobs.registry import all_operations
+from ..models import StrategySession
 from .auth import signed_in_user_id as _uid
+from .operation_panels import fix_for
 
 bp = Blueprint("jobs_pages", __name__)
 
@@ -86,7 +88,8 @@ def index():
     finished = [job for job in listed if job.is_terminal]
     return render_template("jobs/index.html", running=running, finished=finished, operations=operations,
                            statuses=[s.value for s in JobStatus], status=status, job_type=job_type,
-                           problems=problems), 400 if problems else 200
+                           problems=problems, session_names=session_names(listed),
+                           fix_for=fix_for), 400 if problems else 200
 
 
 @bp.get("/jobs/<job_id>")
@@ -99,7 +102,31 @@ def show(job_id: str):
                                  .where(BackgroundJob.retry_of == job.id, BackgroundJob.user_id == user_id)
                                  .order_by(BackgroundJob.created_at.desc()).limit(1))
     retried_as = service.get(retry_id, user_id) if retry_id else None
-    return render_template("jobs/show.html", job=job, retried_as=retried_as)
+    return render_template("jobs/show.html", job=job, retried_as=retried_as, fix_for=fix_for,
+                           session_name=session_names([job]).get(job.session_id))
+
+
+@bp.app_template_filter("took")
+def took(job: Job) -> str:
+    """How long the job ran ("1 min 05 s"), or has been running; "—" before it started."""
+    start = _as_utc(job.started_at or job.created_at)
+    if start is None:
+        return "—"
+    end = _as_utc(job.completed_at) or datetime.now(UTC)
+    seconds = max(0, round((end - start).total_seconds()))
+    minutes, seconds = divmod(seconds, 60)
+    text = f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+    return text if job.is_terminal else f"{text} so far"
+
+
+def session_names(jobs: list[Job]) -> dict[str, str]:
+    """The names of the sessions ``jobs`` belong to (by session id as the jobs hold it), in one query."""
+    ids = {int(job.session_id) for job in jobs if job.session_id and job.session_id.isdigit()}
+    if not ids:
+        return {}
+    rows = db.session.execute(select(StrategySession.id, StrategySession.name)
+                              .where(StrategySession.id.in_(ids), StrategySession.user_id == int(_uid())))
+    return {str(row.id): row.name for row in rows}
 
 
 @bp.post("/jobs/<job_id>/cancel")

@@ -17,7 +17,7 @@ from ..jobs.job import iso
 from ..jobs.registry import get_operation
 from ..models import StrategySession
 from .auth import signed_in_user_id as _uid
-from .operation_panels import operation_panels
+from .operation_panels import blocked_reason, operation_panels
 from .session_input import CURRENCIES, clean_session, from_form
 
 bp = Blueprint("sessions", __name__)
@@ -78,6 +78,10 @@ def _start(session: StrategySession, operation_name: str):
     if not operation.requires_session:
         raise EpmError(f"{operation.title} does not run for a strategy session; start it from "
                        "POST /api/background-jobs.", code="not_a_session_operation")
+    blocked = blocked_reason(operation.name, session)
+    if blocked:
+        raise EpmError(f"{operation.title} cannot start: {blocked}", code="session_incomplete",
+                       status=422)
     return current_jobs().start(operation.name, user_id=_uid(), session_id=str(session.id), params={})
 
 
@@ -209,6 +213,8 @@ def start_operation(session_id: int, operation: str):
         job = _start(session, operation)
     except DuplicateJob as exc:
         flash(f"{exc.job.get('title') or operation} is already running for this session.", "info")
+    except EpmError as exc:
+        flash(exc.message, "error")
     else:
         flash(f"{job.title} started. You can leave this page; it keeps running.", "success")
     return redirect(url_for("sessions.show", session_id=session_id))

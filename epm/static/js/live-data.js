@@ -36,6 +36,13 @@ export function sessionName(id) {
   return load().sessions[String(id)] || `Session ${id}`;
 }
 
+/** What to offer for a failure whose fix is in the session (``{label, field, retry}``), or null. */
+export function fixFor(job) {
+  const fix = job.session_id ? load().fixes?.[job.error_code || ""] : null;
+  if (!fix) return null;
+  return { ...fix, href: `/sessions/${encodeURIComponent(job.session_id)}/edit#${fix.field}` };
+}
+
 /** Remember names learnt later (a session created in another tab). */
 export function learnSessions(names) {
   Object.assign(load().sessions, names);

@@ -3,10 +3,14 @@
 // Each `section.operation[data-operation][data-session-id]` shows the newest job of its operation for
 // its session: while one is active (started in any tab) the start button is disabled and reads
 // "EPM generation in progress…", and the bar follows it; when it ends, "Completed — View program" or
-// "Failed: <reason>" with Retry. The server renders the same states, so the page works without JS.
+// "Failed: <reason>" with the action that fits (Retry, or "Edit sources" when a retry would fail the same
+// way). A start that cannot succeed (``data-blocked``) stays disabled, its reason beside it. One result
+// link per card: the card's "latest result" line. The server renders the same states, so the page works
+// without JS.
 
 import * as jobs from "./jobs.js";
 import { el, failureText, progressBar, resultUrl, runningText, updateProgressBar, viewLabel } from "./ui.js";
+import { fixFor } from "./live-data.js";
 import { timeElement } from "./time.js";
 
 const RECENT_OUTCOME_MS = 10 * 60 * 1000;
@@ -61,7 +65,7 @@ function render(panel) {
     return;
   }
   if (!panel.button.dataset.busy) {
-    panel.button.disabled = false;
+    panel.button.disabled = Boolean(panel.button.dataset.blocked);
     panel.button.textContent = panel.idleLabel;
   }
   const newest = mine[0];
@@ -93,8 +97,7 @@ function showOutcome(panel, job) {
   panel.area.dataset.jobId = job.id;
   const url = resultUrl(job);
   if (job.status === "completed") {
-    panel.area.replaceChildren(el("p", { class: "job-done" }, "Completed — ",
-      url ? el("a", { href: url }, viewLabel(job)) : "done"));
+    panel.area.replaceChildren(el("p", { class: "job-done" }, "Completed"));
     if (url && panel.latest) {
       panel.latest.replaceChildren(el("a", { href: url }, viewLabel(job)), " ",
         el("span", { class: "muted" }, timeElement(job.completed_at)));
@@ -104,9 +107,15 @@ function showOutcome(panel, job) {
   const text = job.status === "cancelled"
     ? el("p", { class: "job-cancelled" }, "Cancelled")
     : el("p", { class: "job-failed" }, `Failed: ${failureText(job)}`);
-  const button = el("button", { type: "button", class: "button job-retry" }, "Retry");
-  button.addEventListener("click", () => retry(panel, job.id, button));
-  panel.area.replaceChildren(text, button);
+  const fix = job.status === "failed" ? fixFor(job) : null;
+  const actions = el("div", { class: "job-fix" },
+    fix ? el("a", { class: "button job-edit", href: fix.href }, fix.label) : null);
+  if (!fix || fix.retry) {
+    const button = el("button", { type: "button", class: "button job-retry" }, "Retry");
+    button.addEventListener("click", () => retry(panel, job.id, button));
+    actions.append(button);
+  }
+  panel.area.replaceChildren(text, actions);
 }
 
 async function start(panel) {

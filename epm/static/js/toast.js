@@ -6,6 +6,7 @@
 // When the winning tab is hidden, a browser notification is shown too (only if the user allowed it).
 
 import * as jobs from "./jobs.js";
+import { fixFor } from "./live-data.js";
 import { el, failureText, jobTitle, readyText, resultUrl, sessionOf, viewLabel } from "./ui.js";
 
 const HIDDEN_TAB_DELAY_MS = 1500;
@@ -57,7 +58,8 @@ async function announce(id) {
 /** A toast for ``job``'s outcome: "EPM program ready", its session, "View program"; or its failure. */
 export function show(job) {
   const ok = job.status === "completed";
-  const url = ok ? resultUrl(job) : `/jobs/${encodeURIComponent(job.id)}`;
+  const fix = ok ? null : fixFor(job);
+  const url = ok ? resultUrl(job) : fix ? fix.href : `/jobs/${encodeURIComponent(job.id)}`;
   const text = ok ? readyText(job) : `${jobTitle(job)} failed: ${failureText(job)}`;
   const session = sessionOf(job);
   const toast = el("div", { class: `toast ${ok ? "toast-success" : "toast-error"}`, role: ok ? "status" : "alert",
@@ -65,7 +67,7 @@ export function show(job) {
     el("div", { class: "toast-body" },
       el("p", { class: "toast-text" }, text),
       session ? el("p", { class: "toast-context clip", title: session }, session) : null,
-      url ? el("a", { class: "toast-link", href: url }, ok ? viewLabel(job) : "See what happened") : null),
+      url ? el("a", { class: "toast-link", href: url }, ok ? viewLabel(job) : fix ? fix.label : "See what happened") : null),
     el("button", { type: "button", class: "toast-close", "aria-label": "Close", onclick: () => close(toast) }, "×"));
   region.append(toast);
   if (ok) {
