@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The JS tools (eslint, axe-core for the browser tests) from package-lock.json; node_modules is not committed.
+NODE_STAMP := node_modules/.installed
 
 .PHONY: run test install lint bench clean
 
@@ -12,7 +14,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
 
 ## The app on http://127.0.0.1:8000 with no server installed (fakeredis + SQLite), stages paced at 2 s.
 run: install
@@ -23,10 +29,13 @@ run: install
 ## and Chromium where REDIS_URL/DATABASE_URL are set and /usr/bin/chromium exists (.ci/run sees to both).
 test: install
 	$(BIN)/ruff check .
+	npx eslint epm/static/js tests/js eslint.config.js
+	node --test tests/js/
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
+	npx eslint epm/static/js tests/js eslint.config.js
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache *.egg-info

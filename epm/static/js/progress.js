@@ -80,9 +80,7 @@ function endedRecently(job) {
 function showRunning(panel, job) {
   const key = `${job.id}:running`;
   if (panel.shownKey !== key) {
-    const label = panel.operation === "epm_generation" ? "EPM generation progress"
-      : `${panel.section.querySelector("h2").textContent} progress`;
-    panel.area.replaceChildren(progressBar(job, label), el("p", { class: "progress-text" }));
+    panel.area.replaceChildren(progressBar(job), el("p", { class: "progress-text" }));
     panel.area.dataset.jobId = job.id;
     panel.shownKey = key;
   }
