@@ -472,3 +472,32 @@ def inject_message(job_store, job_id: str, message: str) -> None:
     job.message = message
     job.seq = next_seq(job.seq)
     job_store.save(job)
+
+
+# -- accessibility: axe-core from npm (``npm ci``), injected into the page under test -----------------------
+AXE = Path(__file__).parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's violations on ``page`` as it is now (WCAG 2.2 AA and best practices), one dict per rule."""
+    assert AXE.exists(), f"axe-core is missing at {AXE}: run `npm ci` (make test does)"
+    if not page.evaluate("Boolean(window.axe)"):
+        page.add_script_tag(path=str(AXE))
+    results = page.evaluate("(tags) => axe.run(document, { runOnly: { type: 'tag', values: tags } })", AXE_TAGS)
+    return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+             "nodes": [node["target"] for node in v["nodes"]][:5]} for v in results["violations"]]
+
+
+class CspWatch:
+    """Collects Content-Security-Policy violations a context's pages report in their consoles."""
+
+    def __init__(self, context: Any):
+        self.violations: list[str] = []
+        context.on("console", self._console)
+        for page in context.pages:
+            page.on("console", self._console)
+
+    def _console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            self.violations.append(message.text)
