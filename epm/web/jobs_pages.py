@@ -108,14 +108,14 @@ def show(job_id: str):
 
 @bp.app_template_filter("took")
 def took(job: Job) -> str:
-    """How long the job ran ("1 min 05 s"), or has been running; "—" before it started."""
+    """How long the job ran ("1:05", as ui.js's ``duration``), or "1:05 so far" while it runs; "—" before."""
     start = _as_utc(job.started_at or job.created_at)
     if start is None:
         return "—"
     end = _as_utc(job.completed_at) or datetime.now(UTC)
-    seconds = max(0, round((end - start).total_seconds()))
-    minutes, seconds = divmod(seconds, 60)
-    text = f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+    minutes, seconds = divmod(max(0, round((end - start).total_seconds())), 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
     return text if job.is_terminal else f"{text} so far"
 
 

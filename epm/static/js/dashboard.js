@@ -3,7 +3,7 @@
 // The server renders the same rows (templates/jobs/_macros.html), so the page works without JS.
 
 import * as jobs from "./jobs.js";
-import { el, failureText, jobTitle, percent, progressBar, resultUrl, sessionOf, updateProgressBar, viewLabel }
+import { duration, el, elapsedSeconds, failureText, jobTitle, percent, progressBar, resultUrl, sessionOf, updateProgressBar, viewLabel }
   from "./ui.js";
 import { timeElement } from "./time.js";
 import { fixFor } from "./live-data.js";
@@ -138,6 +138,12 @@ async function act(event) {
 
 function initJobPage(section) {
   const id = section.dataset.liveJob;
+  const took = section.querySelector("[data-job-duration]");
+  setInterval(() => {
+    const job = jobs.get(id);
+    const seconds = job && jobs.isActive(job) ? elapsedSeconds(job) : null;
+    if (took && seconds !== null) took.textContent = `${duration(seconds)} so far`;
+  }, 1000);
   jobs.subscribe(() => {
     const job = jobs.get(id);
     // Only what is newer than the server's render (not an older state restored from storage).

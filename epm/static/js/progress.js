@@ -9,7 +9,8 @@
 // without JS.
 
 import * as jobs from "./jobs.js";
-import { el, failureText, progressBar, resultUrl, runningText, updateProgressBar, viewLabel } from "./ui.js";
+import { el, elapsedText, failureText, progressBar, resultUrl, runningText, updateProgressBar, viewLabel }
+  from "./ui.js";
 import { fixFor } from "./live-data.js";
 import { timeElement } from "./time.js";
 
@@ -19,6 +20,8 @@ export function init(sections) {
   const panels = [...sections].map(setUp);
   if (!panels.length) return;
   jobs.subscribe(() => panels.forEach(render));
+  // Between two reports the elapsed time moves: real time, not invented progress.
+  setInterval(() => panels.forEach(tickElapsed), 1000);
 }
 
 function setUp(section) {
@@ -80,12 +83,20 @@ function endedRecently(job) {
 function showRunning(panel, job) {
   const key = `${job.id}:running`;
   if (panel.shownKey !== key) {
-    panel.area.replaceChildren(progressBar(job), el("p", { class: "progress-text" }));
+    panel.area.replaceChildren(progressBar(job), el("p", { class: "progress-text" }),
+      el("p", { class: "progress-elapsed" }));
     panel.area.dataset.jobId = job.id;
     panel.shownKey = key;
   }
   updateProgressBar(panel.area.querySelector(".progress"), job);
   panel.area.querySelector(".progress-text").textContent = runningText(job);
+  tickElapsed(panel);
+}
+
+function tickElapsed(panel) {
+  const node = panel.area.querySelector(".progress-elapsed");
+  const job = node && jobs.get(panel.area.dataset.jobId);
+  if (job && jobs.isActive(job)) node.textContent = elapsedText(job);
 }
 
 function showOutcome(panel, job) {

@@ -6,7 +6,7 @@
 // seconds, then clears itself (its toast and /jobs keep it). Dismissals are remembered across pages/tabs.
 
 import * as jobs from "./jobs.js";
-import { averagePercent, clipped, duration, el, elapsedSeconds, failureText, jobLink, jobTitle, percent,
+import { averagePercent, clipped, el, elapsedText, failureText, jobLink, jobTitle, percent,
   progressBar, readyText, sessionOf, setClipped, updateProgressBar } from "./ui.js";
 
 const NOTE = "You can safely navigate anywhere — we'll tell you when it's ready";
@@ -201,11 +201,6 @@ export function renderJob(job, { compact = false } = {}) {
     node.append(outcome(job), el("div", { class: "tracker-actions" }, dismissButton));
   }
   return node;
-}
-
-function elapsedText(job) {
-  const seconds = elapsedSeconds(job);
-  return seconds === null ? "" : `${duration(seconds)} elapsed`;
 }
 
 function updateJob(node, job) {

@@ -52,6 +52,14 @@ export function updateProgressBar(bar, job) {
   const value = percent(job);
   bar.setAttribute("aria-valuenow", String(value));
   bar.firstElementChild.style.width = `${value}%`;
+  // The activity indicator: the job is alive between two reports (a moving sheen, never a made-up percentage).
+  bar.classList.toggle("progress-active", job.status === "running");
+}
+
+/** "0:42 elapsed" for a running job (real time since it started), "" before it has started. */
+export function elapsedText(job, now = Date.now()) {
+  const seconds = elapsedSeconds(job, now);
+  return seconds === null || job.status === "pending" ? "" : `${duration(seconds)} elapsed`;
 }
 
 export function jobTitle(job) {
