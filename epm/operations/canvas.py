@@ -230,7 +230,11 @@ def build_canvas(brief: SessionBrief, research: dict[str, Any] | None = None) ->
 
 
 @operation("bmc_analysis", title="Business model canvas", ready="Business model canvas ready",
-           view_label="View canvas")
+           view_label="View canvas",
+           steps=("Reading the session", "Reading the business description, objectives and research",
+                  "Finding customer segments and value propositions", "Mapping channels and customer relationships",
+                  "Identifying key activities, resources and partners",
+                  "Working out the cost structure and revenue streams", "Saving the canvas"))
 def analyse_business_model(ctx: JobContext) -> dict[str, Any]:
     """Builds the nine blocks of a business model canvas from the session and its latest research."""
     ctx.stage(0, "Reading the session")

@@ -17,7 +17,7 @@ from ..extensions import db
 from ..jobs import current_jobs
 from ..jobs.job import Job, JobStatus, parse_iso
 from ..jobs.models import BackgroundJob
-from ..jobs.registry import all_operations
+from ..jobs.registry import all_operations, get_operation
 from ..models import StrategySession
 from .auth import signed_in_user_id as _uid
 from .operation_panels import fix_for
@@ -102,7 +102,7 @@ def show(job_id: str):
                                  .where(BackgroundJob.retry_of == job.id, BackgroundJob.user_id == user_id)
                                  .order_by(BackgroundJob.created_at.desc()).limit(1))
     retried_as = service.get(retry_id, user_id) if retry_id else None
-    return render_template("jobs/show.html", job=job, retried_as=retried_as, fix_for=fix_for,
+    return render_template("jobs/show.html", job=job, retried_as=retried_as, fix_for=fix_for, steps=step_states(job),
                            session_name=session_names([job]).get(job.session_id))
 
 
@@ -117,6 +117,20 @@ def took(job: Job) -> str:
     hours, minutes = divmod(minutes, 60)
     text = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
     return text if job.is_terminal else f"{text} so far"
+
+
+def step_states(job: Job) -> list[tuple[str, str]]:
+    """``(label, "done" | "current" | "stopped" | "todo")`` for the operation's declared steps (steps.js's rule)."""
+    steps = list(get_operation(job.job_type).steps) if job.job_type in {op.name for op in all_operations()} else []
+    if not steps:
+        return []
+    current = steps.index(job.message) if job.message in steps else 0
+    if job.status == JobStatus.COMPLETED:
+        current = len(steps)
+    elif job.status == JobStatus.PENDING:
+        current = -1
+    live = "current" if job.status == JobStatus.RUNNING else "stopped"
+    return [(label, "done" if n < current else live if n == current else "todo") for n, label in enumerate(steps)]
 
 
 def session_names(jobs: list[Job]) -> dict[str, str]:

@@ -114,3 +114,27 @@ def test_tracker_entries_and_toasts_name_the_session_and_link_their_own_result(p
         "href", f"/sessions/{session['id']}/canvas")
     expect(entry).to_have_count(0, timeout=15_000)  # the finished entry clears itself; the toast stays
     expect(toast).to_be_visible()
+
+
+def test_the_step_timeline_follows_a_generation_and_stays_on_its_job_page(person):
+    session = person.create_session(name="Step by step")
+    page = person.page
+    page.goto(session["url"])
+    wait_ready(page)
+    card = page.locator('section.operation[data-operation="epm_generation"]')
+    card.get_by_role("button", name="Generate EPM program").click()
+    current = card.locator("ol.steps li[aria-current=step]")
+    expect(current).to_have_count(1)
+    first = current.inner_text()
+    expect(current).not_to_have_text(first, timeout=10_000)  # the next step starts; the first is done
+    expect(card.locator("ol.steps li.step-done").first).to_have_text(re.compile(r"^Reading the session"))
+    expect(card.locator(".progress-elapsed")).to_have_text(re.compile(r"^\d+:\d\d elapsed$"))
+    screenshot(page, "session-card-steps")
+    job_id = card.locator("[data-job-progress]").get_attribute("data-job-id")
+    assert person.wait_terminal(job_id)["status"] == "completed"
+    page.goto(f"/jobs/{job_id}")
+    steps = page.get_by_role("list", name="Steps").get_by_role("listitem")
+    expect(steps).to_have_count(8)
+    expect(page.locator("ol.steps li.step-done")).to_have_count(8)
+    expect(steps.last).to_have_text("Saving the program (done)")
+    screenshot(page, "job-page-steps-finished")

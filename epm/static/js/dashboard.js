@@ -3,7 +3,7 @@
 // The server renders the same rows (templates/jobs/_macros.html), so the page works without JS.
 
 import * as jobs from "./jobs.js";
-import { duration, el, elapsedSeconds, failureText, jobTitle, percent, progressBar, resultUrl, sessionOf, updateProgressBar, viewLabel }
+import { duration, el, elapsedSeconds, failureText, jobTitle, percent, progressBar, resultUrl, sessionOf, stepList, updateProgressBar, viewLabel }
   from "./ui.js";
 import { timeElement } from "./time.js";
 import { fixFor } from "./live-data.js";
@@ -150,6 +150,9 @@ function initJobPage(section) {
     if (!job || (job.seq || 0) <= Number(section.dataset.seq || 0)) return;
     section.dataset.seq = job.seq;
     const shown = section.querySelector("[data-status]");
+    const steps = stepList(job);
+    const list = section.querySelector("ol.steps");
+    if (steps && list) list.replaceWith(steps);
     if (shown.dataset.status === job.status) {
       const bar = section.querySelector(".progress");
       if (bar) updateProgressBar(bar, job);

@@ -9,8 +9,8 @@
 // without JS.
 
 import * as jobs from "./jobs.js";
-import { el, elapsedText, failureText, progressBar, resultUrl, runningText, updateProgressBar, viewLabel }
-  from "./ui.js";
+import { el, elapsedText, failureText, progressBar, resultUrl, runningText, stepList, updateProgressBar,
+  viewLabel } from "./ui.js";
 import { fixFor } from "./live-data.js";
 import { timeElement } from "./time.js";
 
@@ -90,6 +90,10 @@ function showRunning(panel, job) {
   }
   updateProgressBar(panel.area.querySelector(".progress"), job);
   panel.area.querySelector(".progress-text").textContent = runningText(job);
+  const steps = stepList(job);
+  const shown = panel.area.querySelector("ol.steps");
+  if (steps && shown) shown.replaceWith(steps);
+  else if (steps) panel.area.append(steps);
   tickElapsed(panel);
 }
 

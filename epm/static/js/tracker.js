@@ -7,7 +7,7 @@
 
 import * as jobs from "./jobs.js";
 import { averagePercent, clipped, el, elapsedText, failureText, jobLink, jobTitle, percent,
-  progressBar, readyText, sessionOf, setClipped, updateProgressBar } from "./ui.js";
+  progressBar, readyText, sessionOf, setClipped, stepText, updateProgressBar } from "./ui.js";
 
 const NOTE = "You can safely navigate anywhere — we'll tell you when it's ready";
 /** How long a finished entry stays before it clears itself (never while pointed at or focused). */
@@ -193,7 +193,7 @@ export function renderJob(job, { compact = false } = {}) {
     node.append(
       progressBar(job),
       clipped("p", "tracker-message", job.message || "Starting…"),
-      el("p", { class: "tracker-elapsed" }, elapsedText(job)),
+      el("p", { class: "tracker-elapsed" }, timing(job)),
       el("div", { class: "tracker-actions" },
         el("a", { class: "tracker-link", href: link.href }, link.label),
         cancelButton(job), dismissButton));
@@ -201,6 +201,11 @@ export function renderJob(job, { compact = false } = {}) {
     node.append(outcome(job), el("div", { class: "tracker-actions" }, dismissButton));
   }
   return node;
+}
+
+/** "Step 3 of 8 · 0:42 elapsed" */
+function timing(job) {
+  return [stepText(job), elapsedText(job)].filter(Boolean).join(" · ");
 }
 
 function updateJob(node, job) {
@@ -219,7 +224,7 @@ function tick() {
   for (const [id, entry] of entries) {
     const job = jobs.get(id);
     const node = entry.node.querySelector(".tracker-elapsed");
-    if (job && node && jobs.isActive(job)) node.textContent = elapsedText(job);
+    if (job && node && jobs.isActive(job)) node.textContent = timing(job);
   }
 }
 

@@ -1,6 +1,7 @@
 // ui.js — small pure functions that build elements from a job. Text goes in with textContent, never innerHTML.
 
 import { operationInfo, sessionName } from "./live-data.js";
+import { stepStates, stepSummary } from "./steps.js";
 
 /** ``el("p", {class: "x"}, "text", child)``: an element with attributes and children (strings become text). */
 export function el(tag, attrs = {}, ...children) {
@@ -117,4 +118,19 @@ export function elapsedSeconds(job, now = Date.now()) {
   if (!Number.isFinite(since)) return null;
   const until = job.completed_at ? Date.parse(job.completed_at) : now;
   return Math.max(0, (until - since) / 1000);
+}
+
+/** The job's steps as a list: done, current (with an activity mark), to come; null without declared steps. */
+export function stepList(job) {
+  const states = stepStates(job, operationInfo(job).steps);
+  if (!states.length) return null;
+  return el("ol", { class: "steps", "aria-label": "Steps" }, states.map(({ label, state }) =>
+    el("li", { class: `step step-${state}`, "aria-current": state === "current" ? "step" : null },
+      el("span", { class: "step-mark", "aria-hidden": "true" }), label,
+      state === "done" ? el("span", { class: "visually-hidden" }, " (done)") : null)));
+}
+
+/** "Step 3 of 8" for the tracker's short form. */
+export function stepText(job) {
+  return stepSummary(job, operationInfo(job).steps);
 }
