@@ -100,7 +100,7 @@ function showRunning(panel, job) {
 function tickElapsed(panel) {
   const node = panel.area.querySelector(".progress-elapsed");
   const job = node && jobs.get(panel.area.dataset.jobId);
-  if (job && jobs.isActive(job)) node.textContent = elapsedText(job);
+  if (job && jobs.isActive(job)) node.textContent = elapsedText(job, jobs.all());
 }
 
 function showOutcome(panel, job) {

@@ -205,7 +205,7 @@ export function renderJob(job, { compact = false } = {}) {
 
 /** "Step 3 of 8 · 0:42 elapsed" */
 function timing(job) {
-  return [stepText(job), elapsedText(job)].filter(Boolean).join(" · ");
+  return [stepText(job), elapsedText(job, jobs.all())].filter(Boolean).join(" · ");
 }
 
 function updateJob(node, job) {

@@ -2,6 +2,7 @@
 
 import { operationInfo, sessionName } from "./live-data.js";
 import { stepStates, stepSummary } from "./steps.js";
+import { timeLeft } from "./estimate.js";
 
 /** ``el("p", {class: "x"}, "text", child)``: an element with attributes and children (strings become text). */
 export function el(tag, attrs = {}, ...children) {
@@ -57,10 +58,13 @@ export function updateProgressBar(bar, job) {
   bar.classList.toggle("progress-active", job.status === "running");
 }
 
-/** "0:42 elapsed" for a running job (real time since it started), "" before it has started. */
-export function elapsedText(job, now = Date.now()) {
+/** "0:42 elapsed · about 0:20 left" for a running job (``others``: the jobs held, for earlier runs' times). */
+export function elapsedText(job, others = [], now = Date.now()) {
   const seconds = elapsedSeconds(job, now);
-  return seconds === null || job.status === "pending" ? "" : `${duration(seconds)} elapsed`;
+  if (seconds === null || job.status === "pending") return "";
+  const left = timeLeft(job, others, seconds);
+  if (left === null) return `${duration(seconds)} elapsed`;
+  return `${duration(seconds)} elapsed · ${left > 0 ? `about ${duration(left)} left` : "longer than usual"}`;
 }
 
 export function jobTitle(job) {
