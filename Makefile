@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The JS tools (eslint, axe-core for the browser tests) from package-lock.json; node_modules is not committed.
+NODE_STAMP := node_modules/.installed
 
 .PHONY: run test install lint bench clean
 
@@ -16,9 +18,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -qq -e .
 	touch $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
+$(TEST_STAMP): $(STAMP) $(NODE_STAMP)
 	$(BIN)/pip install -qq -e '.[test]'
 	touch $(TEST_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 install: $(STAMP)
 
@@ -32,10 +38,13 @@ run: install
 ## and Chromium where REDIS_URL/DATABASE_URL are set and /usr/bin/chromium exists (.ci/run sees to both).
 test: $(TEST_STAMP)
 	$(BIN)/ruff check .
+	npx eslint epm/static/js tests/js eslint.config.js
+	node --test tests/js/
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
+	npx eslint epm/static/js tests/js eslint.config.js
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache *.egg-info

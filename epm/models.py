@@ -44,6 +44,7 @@ class StrategySession(db.Model):
     business: Mapped[str] = mapped_column(Text, default="")
     objectives: Mapped[list[str]] = mapped_column(JSON, default=list)
     budget: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(3), default="USD", server_default="USD")
     deadline: Mapped[date | None] = mapped_column(Date)
     team_size: Mapped[int | None] = mapped_column(Integer)
     source_urls: Mapped[list[str]] = mapped_column(JSON, default=list)

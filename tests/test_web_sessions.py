@@ -224,7 +224,7 @@ def test_home_sends_signed_in_users_to_their_sessions(auth_client, client):
 
 
 def test_failed_job_shows_reason_and_retry(auth_client):
-    session = _create(auth_client, source_urls=[])
+    session = _create(auth_client, source_urls=["https://no-such-site.invalid/"])  # fails: cannot be read
     job = auth_client.post(f"/api/sessions/{session['id']}/web_research").get_json()["job"]
     done = wait_for(lambda: _job_done(auth_client, job["id"]), message="research job to end")
     assert done["status"] == "failed"

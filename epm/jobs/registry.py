@@ -35,6 +35,8 @@ class Operation:
     requires_session: bool = False
     resumable: bool = False
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    steps: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
 
     def clean_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters checked by the operation's ``validate`` (raising ValidationFailed)."""
@@ -43,7 +45,7 @@ class Operation:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "ready": self.ready, "view_label": self.view_label,
                 "description": self.description, "requires_session": self.requires_session,
-                "resumable": self.resumable}
+                "resumable": self.resumable, "steps": list(self.steps), "needs": list(self.needs)}
 
 
 _operations: dict[str, Operation] = {}
@@ -52,6 +54,7 @@ _operations: dict[str, Operation] = {}
 def operation(name: str, *, title: str, ready: str | None = None, view_label: str = "View result",
               description: str = "", requires_session: bool = True, resumable: bool = False,
               validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+              steps: tuple[str, ...] = (), needs: tuple[str, ...] = (),
               ) -> Callable[[OperationFn], OperationFn]:
     """Register ``fn(ctx) -> result`` as the operation ``name``.
 
@@ -60,7 +63,9 @@ def operation(name: str, *, title: str, ready: str | None = None, view_label: st
     for one strategy session, by the app's session routes. ``validate(params)`` checks parameters
     before a job is created. A ``resumable`` operation may run again, from the start or from the
     checkpoints it kept (``ctx.checkpoint``), when the process running it dies or stops: it must be
-    deterministic and its side effects idempotent.
+    deterministic and its side effects idempotent. ``steps`` names the stages the operation
+    reports, in order (the step timeline); ``needs`` names the session fields that must not be empty
+    for it to succeed (the app refuses to start it otherwise, and says which).
     """
 
     def register(fn: OperationFn) -> OperationFn:
@@ -68,7 +73,7 @@ def operation(name: str, *, title: str, ready: str | None = None, view_label: st
         _operations[name] = Operation(name=name, title=title, fn=fn, ready=ready or f"{title} finished",
                                       view_label=view_label, description=description or (doc[0] if doc else ""),
                                       requires_session=requires_session, resumable=resumable,
-                                      validate=validate)
+                                      validate=validate, steps=tuple(steps), needs=tuple(needs))
         return fn
 
     return register

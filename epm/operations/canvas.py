@@ -416,7 +416,9 @@ def canvas_sentences(canvas: dict[str, Any]) -> list[str]:
 
 
 @operation("bmc_analysis", title="Business model canvas", ready="Business model canvas ready",
-           view_label="View canvas", resumable=True)
+           view_label="View canvas", resumable=True,
+           steps=("Reading the session", "Reading the business description, objectives and research",
+                  *(message for _, message, _ in CANVAS_STAGES), "Saving the canvas"))
 def analyse_business_model(ctx: JobContext) -> dict[str, Any]:
     """Builds the nine blocks of a business model canvas from the session and its latest research."""
     ctx.stage(0, "Reading the session")

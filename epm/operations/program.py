@@ -294,7 +294,11 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
 
 
 @operation("epm_generation", title="EPM generation", ready="EPM program ready", view_label="View program",
-           validate=validate, resumable=True)
+           validate=validate, resumable=True,
+           steps=("Reading the session, canvas and research", "Deriving workstreams and tasks",
+                  "Sizing the plan to the deadline and the team", "Dating tasks and milestones",
+                  "Splitting the budget across workstreams", "Loading the team week by week", "Assessing risks",
+                  "Saving the program"))
 def generate_program(ctx: JobContext) -> dict[str, Any]:
     """Builds an EPM program: workstreams, critical-path schedule, milestones, budget, resources and risks."""
     ctx.stage(0, "Reading the session, canvas and research")

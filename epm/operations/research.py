@@ -144,7 +144,8 @@ def _host(url: str) -> str:
 
 
 @operation("web_research", title="Web research", ready="Research report ready", view_label="View report",
-           resumable=True)
+           resumable=True, needs=("source_urls",),
+           steps=("Reading the session", "Summarising the sources and their key facts", "Saving the research report"))
 def research_sources(ctx: JobContext) -> dict[str, Any]:
     """Reads the session's source web pages and reports their titles, headings and key terms."""
     ctx.stage(0, "Reading the session")

@@ -15,10 +15,12 @@ from sqlalchemy import select
 from ..errors import EpmError
 from ..extensions import db
 from ..jobs import current_jobs
-from ..jobs.job import JobStatus, parse_iso
+from ..jobs.job import Job, JobStatus, parse_iso
 from ..jobs.models import BackgroundJob
-from ..jobs.registry import all_operations
+from ..jobs.registry import all_operations, get_operation
+from ..models import StrategySession
 from .auth import signed_in_user_id as _uid
+from .operation_panels import fix_for
 
 bp = Blueprint("jobs_pages", __name__)
 
@@ -47,10 +49,25 @@ def ago(value: str | datetime | None, now: datetime | None = None) -> str:
     return "just now"
 
 
+def _as_utc(value: str | datetime | None) -> datetime | None:
+    when = parse_iso(value) if isinstance(value, str) else value
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
 @bp.app_template_filter("exact_time")
 def exact_time(value: str | datetime | None) -> str:
-    when = parse_iso(value) if isinstance(value, str) else value
-    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+    """The one exact format on every page (time.js writes the same): "2026-12-01 00:29 UTC"."""
+    when = _as_utc(value)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if when else ""
+
+
+@bp.app_template_filter("iso_time")
+def iso_time(value: str | datetime | None) -> str:
+    """A ``<time datetime>`` value: ISO-8601 in UTC with a Z."""
+    when = _as_utc(value)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else ""
 
 
 @bp.get("/jobs")
@@ -71,7 +88,8 @@ def index():
     finished = [job for job in listed if job.is_terminal]
     return render_template("jobs/index.html", running=running, finished=finished, operations=operations,
                            statuses=[s.value for s in JobStatus], status=status, job_type=job_type,
-                           problems=problems), 400 if problems else 200
+                           problems=problems, session_names=session_names(listed),
+                           fix_for=fix_for), 400 if problems else 200
 
 
 @bp.get("/jobs/<job_id>")
@@ -84,7 +102,45 @@ def show(job_id: str):
                                  .where(BackgroundJob.retry_of == job.id, BackgroundJob.user_id == user_id)
                                  .order_by(BackgroundJob.created_at.desc()).limit(1))
     retried_as = service.get(retry_id, user_id) if retry_id else None
-    return render_template("jobs/show.html", job=job, retried_as=retried_as)
+    return render_template("jobs/show.html", job=job, retried_as=retried_as, fix_for=fix_for, steps=step_states(job),
+                           session_name=session_names([job]).get(job.session_id))
+
+
+@bp.app_template_filter("took")
+def took(job: Job) -> str:
+    """How long the job ran ("1:05", as ui.js's ``duration``), or "1:05 so far" while it runs; "—" before."""
+    start = _as_utc(job.started_at or job.created_at)
+    if start is None:
+        return "—"
+    end = _as_utc(job.completed_at) or datetime.now(UTC)
+    minutes, seconds = divmod(max(0, round((end - start).total_seconds())), 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    return text if job.is_terminal else f"{text} so far"
+
+
+def step_states(job: Job) -> list[tuple[str, str]]:
+    """``(label, "done" | "current" | "stopped" | "todo")`` for the operation's declared steps (steps.js's rule)."""
+    steps = list(get_operation(job.job_type).steps) if job.job_type in {op.name for op in all_operations()} else []
+    if not steps:
+        return []
+    current = steps.index(job.message) if job.message in steps else 0
+    if job.status == JobStatus.COMPLETED:
+        current = len(steps)
+    elif job.status == JobStatus.PENDING:
+        current = -1
+    live = "current" if job.status == JobStatus.RUNNING else "stopped"
+    return [(label, "done" if n < current else live if n == current else "todo") for n, label in enumerate(steps)]
+
+
+def session_names(jobs: list[Job]) -> dict[str, str]:
+    """The names of the sessions ``jobs`` belong to (by session id as the jobs hold it), in one query."""
+    ids = {int(job.session_id) for job in jobs if job.session_id and job.session_id.isdigit()}
+    if not ids:
+        return {}
+    rows = db.session.execute(select(StrategySession.id, StrategySession.name)
+                              .where(StrategySession.id.in_(ids), StrategySession.user_id == int(_uid())))
+    return {str(row.id): row.name for row in rows}
 
 
 @bp.post("/jobs/<job_id>/cancel")

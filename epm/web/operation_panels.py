@@ -12,6 +12,7 @@ from sqlalchemy import select
 from ..extensions import db
 from ..jobs import current_jobs
 from ..jobs.job import Job, JobStatus
+from ..jobs.registry import get_operation
 from ..models import Analysis, Program, StrategySession
 
 
@@ -35,6 +36,42 @@ PANELS: dict[str, PanelText] = {
 }
 
 
+@dataclass(frozen=True)
+class Fix:
+    """What to do about a failure whose cause is in the session: where to go, and whether Retry can help."""
+
+    label: str
+    field: str
+    retry_helps: bool
+
+    def url(self, session_id: str | int) -> str:
+        return url_for("sessions.edit", session_id=session_id) + f"#{self.field}"
+
+
+# Failures a plain retry would repeat (no sources) or may well repeat (none could be read).
+FIXES: dict[str, Fix] = {"no_sources": Fix("Edit sources", "source_urls", retry_helps=False),
+                         "no_source_read": Fix("Edit sources", "source_urls", retry_helps=True)}
+# Why an operation cannot start, by the session field it ``needs`` (``@operation(needs=...)``).
+NEEDS: dict[str, str] = {"source_urls": "Add at least one source URL first: research reads the sites you list.",
+                         "objectives": "Add at least one objective first.",
+                         "business": "Describe the business first."}
+
+
+def fix_for(job: Job | None) -> Fix | None:
+    return FIXES.get(job.error_code or "") if job is not None and job.session_id else None
+
+
+def missing_field(operation: str, session: StrategySession) -> str | None:
+    """The first session field ``operation`` needs that is empty (so it cannot succeed), or None."""
+    return next((field for field in get_operation(operation).needs if not getattr(session, field, None)), None)
+
+
+def blocked_reason(operation: str, session: StrategySession) -> str | None:
+    """Why ``operation`` cannot succeed for ``session`` as it stands, in words, or None."""
+    field = missing_field(operation, session)
+    return NEEDS.get(field, f"Fill in {field.replace('_', ' ')} first.") if field else None
+
+
 @dataclass
 class Panel:
     operation: str
@@ -43,6 +80,12 @@ class Panel:
     failed: Job | None
     result_url: str | None
     result_at: datetime | None
+    blocked: str | None = None
+    blocked_field: str | None = None
+
+    @property
+    def fix(self) -> Fix | None:
+        return fix_for(self.failed)
 
 
 def operation_panels(session: StrategySession, user_id: str) -> list[Panel]:
@@ -56,7 +99,8 @@ def operation_panels(session: StrategySession, user_id: str) -> list[Panel]:
         latest = mine[0] if mine else None
         failed = latest if latest is not None and latest.status == JobStatus.FAILED else None
         url, at = results.get(name, (None, None))
-        panels.append(Panel(name, text, active, failed, url, at))
+        panels.append(Panel(name, text, active, failed, url, at, blocked_reason(name, session),
+                            missing_field(name, session)))
     return panels
 
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import date
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ValidationFailed
+from flask import current_app
 
-FIELDS = ("name", "business", "objectives", "budget", "deadline", "team_size", "source_urls")
+from ..errors import ValidationFailed
+from ..operations.fetch import FetchPolicy, address_refusal, resolve_host
+
+FIELDS = ("name", "business", "objectives", "budget", "currency", "deadline", "team_size", "source_urls")
+# The currencies the form offers (ISO 4217); the amount is shown with Intl.NumberFormat in the reader's locale.
+CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "NZD", "CNY", "HKD", "SGD", "INR", "KRW", "SEK",
+              "NOK", "DKK", "PLN", "CZK", "HUF", "BRL", "MXN", "ZAR", "AED", "SAR", "ILS", "TRY")
+# Looking up the sources' host names on save: all at once, and at most this long in total.
+RESOLVE_SECONDS = 3.0
+_resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="epm-url-check")
 MAX_NAME = 200
 MAX_BUSINESS = 5000
 MAX_ITEMS = 50
@@ -26,6 +37,7 @@ def from_form(form: Any) -> dict[str, Any]:
     """The raw values of the session form, lists split one per line."""
     return {"name": form.get("name", ""), "business": form.get("business", ""),
             "objectives": lines(form.get("objectives")), "budget": form.get("budget", ""),
+            "currency": form.get("currency", ""),
             "deadline": form.get("deadline", ""), "team_size": form.get("team_size", ""),
             "source_urls": lines(form.get("source_urls"))}
 
@@ -44,7 +56,7 @@ def clean_session(data: Any, *, partial: bool = False) -> dict[str, Any]:
         errors.update({key: "is not a session field" for key in unknown})
     clean: dict[str, Any] = {}
     checks = {"name": _name, "business": _business, "objectives": _objectives, "budget": _budget,
-              "deadline": _deadline, "team_size": _team_size, "source_urls": _urls}
+              "currency": _currency, "deadline": _deadline, "team_size": _team_size, "source_urls": _urls}
     for key, check in checks.items():
         if partial and key not in data:
             continue
@@ -99,12 +111,68 @@ def _objectives(value: Any) -> list[str]:
 
 
 def _urls(value: Any) -> list[str]:
+    """The source URLs, each checked now with the research fetcher's own policy; every bad line named."""
     items = _string_list(value, "URLs")
-    for item in items:
+    problems = []
+    hosts: dict[str, list[int]] = {}
+    for number, item in enumerate(items, start=1):
         parts = urlsplit(item)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
         if parts.scheme not in ("http", "https") or not parts.hostname or len(item) > 2000:
-            raise ValueError(f"{item[:80]!r} is not an http:// or https:// address.")
+            problems.append((number, f"{item[:80]!r} is not an http:// or https:// address."))
+        elif port == -1 or port == 0:
+            problems.append((number, f"{item[:80]!r} has a port that is not a number from 1 to 65535."))
+        else:
+            hosts.setdefault(parts.hostname, []).append(number)
+    for host, reason in _refused_hosts(list(hosts)).items():
+        problems += [(number, f"{items[number - 1][:80]!r}: {host} is {reason}; research reads only public web "
+                              "sites.") for number in hosts[host]]
+    if problems:
+        raise ValueError("\n".join(f"Line {number}: {text}" for number, text in sorted(problems)))
     return list(dict.fromkeys(items))
+
+
+def _refused_hosts(hosts: list[str]) -> dict[str, str]:
+    """Why the fetcher would refuse each of ``hosts`` (by ``address_refusal`` on what it resolves to).
+
+    A name that does not resolve now is let through: DNS may be down for a moment, and the fetch
+    checks it again (and says so) when the research runs.
+    """
+    allow_private = FetchPolicy.from_config(current_app.config).allow_private
+    refused: dict[str, str] = {}
+    lookups = {}
+    for host in hosts:
+        try:
+            addresses = [str(ip_address(host))]
+        except ValueError:
+            lookups[host] = _resolver.submit(resolve_host, host, 443)
+            continue
+        refused.update(_refusal(host, addresses, allow_private))
+    done, _ = wait(lookups.values(), timeout=RESOLVE_SECONDS)
+    for host, future in lookups.items():
+        if future in done and future.exception() is None:
+            refused.update(_refusal(host, future.result(), allow_private))
+    return refused
+
+
+def _refusal(host: str, addresses: list[str], allow_private: bool) -> dict[str, str]:
+    for address in addresses:
+        reason = address_refusal(address, allow_private)
+        if reason:
+            return {host: reason if address == host else f"{reason} ({address})"}
+    return {}
+
+
+def _currency(value: Any) -> str:
+    if _blank(value):
+        return "USD"
+    code = str(value).strip().upper()
+    if code not in CURRENCIES:
+        raise ValueError(f"Choose a currency from the list ({', '.join(CURRENCIES[:4])}, …).")
+    return code
 
 
 def _budget(value: Any) -> Decimal | None:
@@ -127,9 +195,14 @@ def _deadline(value: Any) -> date | None:
     if _blank(value):
         return None
     try:
-        return date.fromisoformat(str(value).strip())
+        day = date.fromisoformat(str(value).strip())
     except ValueError:
-        raise ValueError("Give the deadline as a date like 2026-06-30.") from None
+        raise ValueError("Give the deadline as a date like 2027-06-30 (year-month-day).") from None
+    today = datetime.now(UTC).date()
+    if day < today:
+        raise ValueError(f"The deadline {day.isoformat()} has passed: choose a date from today "
+                         f"({today.isoformat()}) on.")
+    return day
 
 
 def _team_size(value: Any) -> int | None:

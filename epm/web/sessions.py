@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
@@ -17,8 +18,8 @@ from ..jobs.job import iso
 from ..jobs.registry import get_operation
 from ..models import StrategySession
 from .auth import signed_in_user_id as _uid
-from .operation_panels import operation_panels
-from .session_input import clean_session, from_form
+from .operation_panels import blocked_reason, operation_panels
+from .session_input import CURRENCIES, clean_session, from_form
 
 bp = Blueprint("sessions", __name__)
 
@@ -36,6 +37,7 @@ def session_dict(session: StrategySession) -> dict[str, Any]:
     return {"id": session.id, "name": session.name, "business": session.business or "",
             "objectives": list(session.objectives or []),
             "budget": str(session.budget) if session.budget is not None else None,
+            "currency": session.currency or "USD",
             "deadline": session.deadline.isoformat() if session.deadline else None,
             "team_size": session.team_size, "source_urls": list(session.source_urls or []),
             "url": url_for("sessions.show", session_id=session.id),
@@ -77,6 +79,10 @@ def _start(session: StrategySession, operation_name: str):
     if not operation.requires_session:
         raise EpmError(f"{operation.title} does not run for a strategy session; start it from "
                        "POST /api/background-jobs.", code="not_a_session_operation")
+    blocked = blocked_reason(operation.name, session)
+    if blocked:
+        raise EpmError(f"{operation.title} cannot start: {blocked}", code="session_incomplete",
+                       status=422)
     return current_jobs().start(operation.name, user_id=_uid(), session_id=str(session.id), params={})
 
 
@@ -141,10 +147,26 @@ def api_start(session_id: int, operation: str) -> Response:
 
 
 # -- pages -----------------------------------------------------------------------------------------
+@bp.app_template_filter("in_currency")
+def in_currency(amount: Decimal | None, currency: str | None) -> str:
+    """"4,500,000 USD" (no cents on large sums, as money.js shows it with the reader's locale)."""
+    if amount is None:
+        return "—"
+    places = 0 if abs(amount) >= 1000 or amount == amount.to_integral_value() else 2
+    return f"{amount:,.{places}f} {currency or 'USD'}"
+
+
 @bp.get("/sessions")
 @login_required
 def index():
     return render_template("sessions/index.html", sessions=_user_sessions())
+
+
+def _form(session: StrategySession | None, values: dict[str, Any], errors: dict[str, str] | None = None):
+    """The session form (new or edit), 422 with the errors beside their fields."""
+    page = render_template("sessions/form.html", currencies=CURRENCIES, session=session, values=values,
+                           errors=errors or {})
+    return (page, 422) if errors else page
 
 
 @bp.route("/sessions/new", methods=["GET", "POST"])
@@ -156,10 +178,10 @@ def new():
         try:
             session = _create(clean_session(values))
         except ValidationFailed as exc:
-            return render_template("sessions/form.html", session=None, values=values, errors=exc.fields), 422
+            return _form(None, values, exc.fields)
         flash(f"Session “{session.name}” created.", "success")
         return redirect(url_for("sessions.show", session_id=session.id))
-    return render_template("sessions/form.html", session=None, values=values, errors={})
+    return _form(None, values)
 
 
 @bp.get("/sessions/<int:session_id>")
@@ -178,11 +200,11 @@ def edit(session_id: int):
         try:
             _update(session, clean_session(values))
         except ValidationFailed as exc:
-            return render_template("sessions/form.html", session=session, values=values, errors=exc.fields), 422
+            return _form(session, values, exc.fields)
         flash("Session saved.", "success")
         return redirect(url_for("sessions.show", session_id=session.id))
     values = session_dict(session)
-    return render_template("sessions/form.html", session=session, values=values, errors={})
+    return _form(session, values)
 
 
 @bp.route("/sessions/<int:session_id>/delete", methods=["GET", "POST"])
@@ -208,6 +230,8 @@ def start_operation(session_id: int, operation: str):
         job = _start(session, operation)
     except DuplicateJob as exc:
         flash(f"{exc.job.get('title') or operation} is already running for this session.", "info")
+    except EpmError as exc:
+        flash(exc.message, "error")
     else:
         flash(f"{job.title} started. You can leave this page; it keeps running.", "success")
     return redirect(url_for("sessions.show", session_id=session_id))

@@ -28,7 +28,7 @@ from tests.support import LiveServer, PostgresDatabase, real_backends, upgrade_d
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-SCREENS = Path(os.environ.get("EPM_SCREENSHOTS", "/work/helpers/screens"))
+SCREENS = Path(os.environ.get("EPM_SCREENSHOTS", Path(__file__).parent / "screenshots"))
 # Seconds per stage of an operation on the test server: an EPM generation (9 stages) lasts about 6 s.
 STAGE_SECONDS = 0.7
 EVENTS_PATH = "/api/background-jobs/events"
@@ -467,3 +467,42 @@ def expect_tracker_ended(page: Any, job_id: str, outcome: str, timeout: float = 
         const shown = entry.querySelector(".tracker-outcome");
         return Boolean(shown) && !entry.querySelector(".tracker-percent") && shown.textContent.trim() === outcome;
     }""", arg=[job_id, outcome], timeout=timeout)
+
+
+def inject_message(job_store, job_id: str, message: str) -> None:
+    """Write a progress message into a running job the way its runner does (a newer seq, published)."""
+    from epm.jobs.job import next_seq
+
+    job = job_store.load(job_id)
+    job.message = message
+    job.seq = next_seq(job.seq)
+    job_store.save(job)
+
+
+# -- accessibility: axe-core from npm (``npm ci``), injected into the page under test -----------------------
+AXE = Path(__file__).parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's violations on ``page`` as it is now (WCAG 2.2 AA and best practices), one dict per rule."""
+    assert AXE.exists(), f"axe-core is missing at {AXE}: run `npm ci` (make test does)"
+    if not page.evaluate("Boolean(window.axe)"):
+        page.add_script_tag(path=str(AXE))
+    results = page.evaluate("(tags) => axe.run(document, { runOnly: { type: 'tag', values: tags } })", AXE_TAGS)
+    return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+             "nodes": [node["target"] for node in v["nodes"]][:5]} for v in results["violations"]]
+
+
+class CspWatch:
+    """Collects Content-Security-Policy violations a context's pages report in their consoles."""
+
+    def __init__(self, context: Any):
+        self.violations: list[str] = []
+        context.on("console", self._console)
+        for page in context.pages:
+            page.on("console", self._console)
+
+    def _console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            self.violations.append(message.text)

@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot, tracker_job, wait_ready
+from tests.browser.conftest import inject_message, screenshot, tracker_job, wait_ready
 
 PAYLOAD = "<img src=x onerror=alert(1)>"
 
@@ -71,16 +71,6 @@ def test_bad_input_gets_a_readable_message_not_a_traceback(user):
     error = page.locator('section[data-operation="epm_generation"] [role=alert]')
     expect(error).to_have_text(f"There is no strategy session {session['id']}.")
     expect(page.get_by_role("button", name="Generate EPM program")).to_be_enabled()
-
-
-def inject_message(job_store, job_id: str, message: str) -> None:
-    """Write a progress message into a running job the way its runner does (a newer seq, published)."""
-    from epm.jobs.job import next_seq
-
-    job = job_store.load(job_id)
-    job.message = message
-    job.seq = next_seq(job.seq)
-    job_store.save(job)
 
 
 def test_server_text_is_shown_as_text_never_run_as_html(user, job_store):

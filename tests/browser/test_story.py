@@ -36,6 +36,9 @@ RECORD_BAR = """(operation) => {
   record();
 }"""
 
+# A source that fails at run time and every time (the .invalid domain never resolves), so Retry cannot help.
+UNREADABLE = "https://no-such-site.invalid/about"
+UNREADABLE_FAILURE = re.compile(r"^Failed: None of the 1 sources could be read \(no-such-site\.invalid: .+\)\.$")
 NOTE = "You can safely navigate anywhere — we'll tell you when it's ready"
 
 
@@ -72,10 +75,11 @@ def test_1_generate_shows_a_progress_bar_at_once_moving_live_to_the_result(user,
     screenshot(page, "session-page-mid-run")
 
     done = epm.locator("[data-job-progress] p.job-done")
-    expect(done).to_have_text("Completed — View program", timeout=20_000)
-    href = done.get_by_role("link", name="View program").get_attribute("href")
+    expect(done).to_have_text("Completed", timeout=20_000)
+    expect(epm.get_by_role("link", name="View program")).to_have_count(1)  # one result link per card
+    result = epm.locator("[data-latest-result]").get_by_role("link", name="View program")
+    href = result.get_attribute("href")
     assert re.fullmatch(r"/programs/\d+", href), href
-    expect(epm.locator("[data-latest-result] a")).to_have_attribute("href", href)
 
     shown = [int(value) for value in page.evaluate("window.__bar")]
     assert shown == sorted(shown), f"the bar went backwards: {shown}"
@@ -86,7 +90,7 @@ def test_1_generate_shows_a_progress_bar_at_once_moving_live_to_the_result(user,
     assert row is not None and row["status"] == "completed" and row["job_type"] == "epm_generation"
     assert row["result_data"]["url"] == href
 
-    done.get_by_role("link", name="View program").click()
+    result.click()
     expect(page).to_have_url(re.compile(rf"{re.escape(href)}$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Meal kits 2027 — EPM program")
 
@@ -109,14 +113,15 @@ def test_2_tracker_follows_the_job_on_every_page_and_dismiss_is_remembered(user)
     expect(entry.locator(".progress[role=progressbar]")).to_have_attribute("aria-valuenow", re.compile(r"^\d+$"))
     expect(entry.locator(".tracker-message")).to_have_text(re.compile(r"\w"))
     expect(entry.locator(".tracker-percent")).to_have_text(re.compile(r"^\d+%$"))
-    expect(entry.locator(".tracker-note")).to_have_text(NOTE)
+    expect(entry.locator(".tracker-session")).to_have_text("Meal kits 2027")
+    expect(tracker.locator(".tracker-note")).to_have_text(NOTE)
     link = entry.locator("a.tracker-link")
-    expect(link).to_have_text("Programs")
-    expect(link).to_have_attribute("href", "/programs")
+    expect(link).to_have_text("Details")
+    expect(link).to_have_attribute("href", f"/jobs/{job_id}")
     expect(entry.get_by_role("button", name="Cancel")).to_be_enabled()
     expect(entry.get_by_role("button", name="Dismiss")).to_have_text("×")
     box = tracker.bounding_box()
-    assert box["x"] > 1280 / 2 and box["y"] > 800 / 2, f"the tracker should sit bottom-right, it is at {box}"
+    assert box["x"] > 1280 / 2, f"the tracker should sit in the right-hand corner, it is at {box}"
     screenshot(page, "tracker-on-sessions-page")
     seen = percent_of(entry.locator(".tracker-percent"))
 
@@ -220,11 +225,11 @@ def test_4_progress_bar_comes_back_from_local_storage_before_the_network_answers
         const bar = document.querySelector('section[data-operation="epm_generation"] .progress[role=progressbar]');
         return !bar || parseInt(bar.getAttribute("aria-valuenow"), 10) > seen;
     }""", arg=[restored], timeout=10_000)
-    expect(epm.locator("p.job-done")).to_have_text("Completed — View program", timeout=20_000)
+    expect(epm.locator("p.job-done")).to_have_text("Completed", timeout=20_000)
 
 
 def test_4_a_job_that_ended_while_away_shows_completed_or_failed_with_retry(user):
-    session = user.create_session()  # no source URLs: web research fails
+    session = user.create_session(source_urls=[UNREADABLE])  # web research fails: no source can be read
     page = user.page
     page.goto(session["url"])
     wait_ready(page)
@@ -238,18 +243,19 @@ def test_4_a_job_that_ended_while_away_shows_completed_or_failed_with_retry(user
 
     page.goto(session["url"])
     epm = panel(page, "epm_generation")
-    expect(epm.locator("p.job-done")).to_have_text("Completed — View program")
-    expect(epm.locator("p.job-done a")).to_have_attribute("href", re.compile(r"^/programs/\d+$"))
+    expect(epm.locator("p.job-done")).to_have_text("Completed")
+    expect(epm.locator("[data-latest-result] a")).to_have_attribute("href", re.compile(r"^/programs/\d+$"))
     research = panel(page, "web_research")
     failed = research.locator("[data-job-progress] p.job-failed")
-    expect(failed).to_have_text("Failed: This session has no source URLs to research.")
+    expect(failed).to_have_text(UNREADABLE_FAILURE)
+    expect(research.locator("[data-job-progress] a.job-edit")).to_have_text("Edit sources")
     retry = research.locator("[data-job-progress] button.job-retry")
     expect(retry).to_have_text("Retry")
     screenshot(page, "session-page-failed-with-retry")
 
     retry.click()
     expect(research.locator("[data-job-progress]")).not_to_have_attribute("data-job-id", research_id)
-    expect(failed).to_have_text("Failed: This session has no source URLs to research.")
+    expect(failed).to_have_text(UNREADABLE_FAILURE)
     jobs = user.api("GET", f"/api/background-jobs?session_id={session['id']}&job_type=web_research")["jobs"]
     assert len(jobs) == 2 and jobs[0]["retry_of"] == research_id, jobs
 
@@ -285,7 +291,7 @@ def test_5_start_button_is_disabled_on_every_tab_while_its_operation_runs(user):
         expect(epm.locator("button.job-retry")).to_have_text("Retry")
     for tab in (first, second):
         canvas = panel(tab, "bmc_analysis")
-        expect(canvas.locator("p.job-done")).to_have_text("Completed — View canvas", timeout=20_000)
+        expect(canvas.locator("p.job-done")).to_have_text("Completed", timeout=20_000)
         expect(canvas.locator("button[data-start]")).to_have_text("Build business model canvas")
         expect(canvas.locator("button[data-start]")).to_be_enabled()
 
@@ -315,7 +321,7 @@ def test_6_a_toast_says_the_program_is_ready_and_opens_it(user):
 
 
 def test_6_a_failure_gets_a_toast_too(user):
-    session = user.create_session()
+    session = user.create_session(source_urls=[UNREADABLE])
     page = user.page
     page.goto("/programs")
     wait_ready(page)
@@ -323,7 +329,7 @@ def test_6_a_failure_gets_a_toast_too(user):
     toast = page.locator(f'#toasts .toast[data-job-id="{job["id"]}"]')
     expect(toast).to_have_class(re.compile(r"\btoast-error\b"))
     expect(toast.locator(".toast-text")).to_have_text(
-        "Web research failed: This session has no source URLs to research.")
+        re.compile(r"^Web research failed: None of the 1 sources could be read \(no-such-site\.invalid: .+\)\.$"))
     screenshot(page, "toast-failure")
 
 

@@ -3,8 +3,10 @@
 // The server renders the same rows (templates/jobs/_macros.html), so the page works without JS.
 
 import * as jobs from "./jobs.js";
-import { el, failureText, percent, progressBar, resultUrl, updateProgressBar, viewLabel } from "./ui.js";
+import { duration, el, elapsedSeconds, failureText, jobTitle, percent, progressBar, resultUrl, sessionOf, stepList, updateProgressBar, viewLabel }
+  from "./ui.js";
 import { timeElement } from "./time.js";
+import { fixFor } from "./live-data.js";
 
 export function init(root, liveJob) {
   if (root) initDashboard(root);
@@ -64,15 +66,16 @@ function initDashboard(root) {
 export function renderRow(job, { csrf, next }) {
   const url = resultUrl(job);
   const title = job.status === "completed" && url
-    ? el("a", { href: url }, job.title || job.job_type)
-    : el("a", { href: `/jobs/${encodeURIComponent(job.id)}` }, job.title || job.job_type);
+    ? el("a", { href: url }, jobTitle(job))
+    : el("a", { href: `/jobs/${encodeURIComponent(job.id)}` }, jobTitle(job));
   const row = el("tr", { dataset: { jobId: job.id, jobType: job.job_type, status: job.status, seq: job.seq || 0 } },
-    el("td", { class: "job-title" }, title, job.retry_of ? el("span", { class: "muted" }, " (retry)") : null),
-    el("td", { class: "job-status", dataset: { status: job.status } },
+    el("td", { class: "job-title" }, title, job.retry_of ? el("span", { class: "muted" }, " (retry)") : null,
+      sessionOf(job) ? el("span", { class: "job-session" }, sessionOf(job)) : null),
+    el("td", { class: "job-status", dataset: { status: job.status, label: "Status" } },
       el("span", { class: `status status-${job.status}` }, job.status),
       jobs.isActive(job) ? el("span", { class: "job-percent" }, ` ${percent(job)}%`) : null),
-    el("td", { class: "job-detail" }, detail(job)),
-    el("td", { class: "job-when" }, timeElement(job.completed_at || job.created_at)),
+    el("td", { class: "job-detail", dataset: { label: "Details" } }, detail(job)),
+    el("td", { class: "job-when", dataset: { label: "When" } }, timeElement(job.completed_at || job.created_at)),
     el("td", { class: "job-actions" }, actions(job, csrf, next)));
   return row;
 }
@@ -103,6 +106,10 @@ function actions(job, csrf, next) {
   el("button", { type: "submit", class: "button small", disabled: verb === "cancel" && job.cancel_requested },
     verb === "cancel" && job.cancel_requested ? "Cancelling…" : label));
   if (jobs.isActive(job)) return form("cancel", "Cancel");
+  const fix = job.status === "failed" ? fixFor(job) : null;
+  if (fix) {
+    return [el("a", { class: "button small job-edit", href: fix.href }, fix.label), fix.retry ? form("retry", "Retry") : null];
+  }
   if (job.status === "failed" || job.status === "cancelled") return form("retry", "Retry");
   const url = resultUrl(job);
   return url ? el("a", { href: url }, viewLabel(job)) : null;
@@ -131,12 +138,21 @@ async function act(event) {
 
 function initJobPage(section) {
   const id = section.dataset.liveJob;
+  const took = section.querySelector("[data-job-duration]");
+  setInterval(() => {
+    const job = jobs.get(id);
+    const seconds = job && jobs.isActive(job) ? elapsedSeconds(job) : null;
+    if (took && seconds !== null) took.textContent = `${duration(seconds)} so far`;
+  }, 1000);
   jobs.subscribe(() => {
     const job = jobs.get(id);
     // Only what is newer than the server's render (not an older state restored from storage).
     if (!job || (job.seq || 0) <= Number(section.dataset.seq || 0)) return;
     section.dataset.seq = job.seq;
     const shown = section.querySelector("[data-status]");
+    const steps = stepList(job);
+    const list = section.querySelector("ol.steps");
+    if (steps && list) list.replaceWith(steps);
     if (shown.dataset.status === job.status) {
       const bar = section.querySelector(".progress");
       if (bar) updateProgressBar(bar, job);

@@ -1,6 +1,7 @@
 // main.js — the one entry point on every signed-in page: widgets subscribe to jobs.js, then it goes live.
 
 import * as jobs from "./jobs.js";
+import * as money from "./money.js";
 import * as badge from "./badge.js";
 import * as dashboard from "./dashboard.js";
 import * as programs from "./programs.js";
@@ -13,13 +14,15 @@ import * as tracker from "./tracker.js";
 import * as widths from "./widths.js";
 
 widths.init();
-tracker.init(document.getElementById("job-tracker"));
 badge.init(document.querySelectorAll("[data-running-badge]"));
 progress.init(document.querySelectorAll("section.operation[data-operation][data-session-id]"));
 dashboard.init(document.querySelector("[data-jobs-dashboard]"), document.querySelector("[data-live-job]"));
 programs.init(document.querySelector("[data-programs-in-progress]"), document.querySelector("[data-programs-recent]"));
+// After the page's own widgets, so the tracker knows which jobs the page already shows.
+tracker.init(document.getElementById("job-tracker"));
 title.init();
 time.init();
+money.init();
 jobs.start();
 toast.init(document.getElementById("toasts"));
 

@@ -1,4 +1,5 @@
-// programs.js — the Programs page's "In progress" and "Recently generated" sections, live.
+// programs.js — the Programs page's "In progress" and "Recently generated" sections, live. The operation
+// that makes programs is the one whose name the page gives (data-programs-in-progress="epm_generation").
 
 import * as jobs from "./jobs.js";
 import { el, progressBar, runningText, updateProgressBar } from "./ui.js";
@@ -8,12 +9,13 @@ const RECENT = 5;
 
 export function init(inProgress, recent) {
   if (!inProgress || !recent) return;
+  const operation = inProgress.dataset.programsInProgress || "epm_generation";
   const names = new Map();
   let askedNames = false;
 
   jobs.subscribe(({ changed }) => {
     renderRunning();
-    if (changed.some(({ job, previous }) => job.job_type === "epm_generation" && job.status === "completed"
+    if (changed.some(({ job, previous }) => job.job_type === operation && job.status === "completed"
         && (!previous || previous.status !== "completed"))) {
       refreshRecent();
     }
@@ -29,7 +31,7 @@ export function init(inProgress, recent) {
   }
 
   function renderRunning() {
-    const running = jobs.active().filter((job) => job.job_type === "epm_generation");
+    const running = jobs.active().filter((job) => job.job_type === operation);
     const ids = new Set(running.map((job) => job.id));
     for (const item of inProgress.querySelectorAll("li.running-program")) {
       const job = jobs.get(item.dataset.jobId);
@@ -43,7 +45,7 @@ export function init(inProgress, recent) {
         item = el("li", { class: "running-program", dataset: { jobId: job.id } },
           el("strong", { class: "program-session" }, sessionName(job)), " · ",
           el("a", { href: `/sessions/${encodeURIComponent(job.session_id)}` }, "session"),
-          progressBar(job, "EPM generation progress"), el("p", { class: "progress-text" }));
+          progressBar(job), el("p", { class: "progress-text" }));
         ul.append(item);
       }
       const bar = item.querySelector(".progress");

@@ -3,10 +3,15 @@
 // Each `section.operation[data-operation][data-session-id]` shows the newest job of its operation for
 // its session: while one is active (started in any tab) the start button is disabled and reads
 // "EPM generation in progress…", and the bar follows it; when it ends, "Completed — View program" or
-// "Failed: <reason>" with Retry. The server renders the same states, so the page works without JS.
+// "Failed: <reason>" with the action that fits (Retry, or "Edit sources" when a retry would fail the same
+// way). A start that cannot succeed (``data-blocked``) stays disabled, its reason beside it. One result
+// link per card: the card's "latest result" line. The server renders the same states, so the page works
+// without JS.
 
 import * as jobs from "./jobs.js";
-import { el, failureText, progressBar, resultUrl, runningText, updateProgressBar, viewLabel } from "./ui.js";
+import { el, elapsedText, failureText, progressBar, resultUrl, runningText, stepList, updateProgressBar,
+  viewLabel } from "./ui.js";
+import { fixFor } from "./live-data.js";
 import { timeElement } from "./time.js";
 
 const RECENT_OUTCOME_MS = 10 * 60 * 1000;
@@ -15,6 +20,8 @@ export function init(sections) {
   const panels = [...sections].map(setUp);
   if (!panels.length) return;
   jobs.subscribe(() => panels.forEach(render));
+  // Between two reports the elapsed time moves: real time, not invented progress.
+  setInterval(() => panels.forEach(tickElapsed), 1000);
 }
 
 function setUp(section) {
@@ -61,7 +68,7 @@ function render(panel) {
     return;
   }
   if (!panel.button.dataset.busy) {
-    panel.button.disabled = false;
+    panel.button.disabled = Boolean(panel.button.dataset.blocked);
     panel.button.textContent = panel.idleLabel;
   }
   const newest = mine[0];
@@ -76,14 +83,24 @@ function endedRecently(job) {
 function showRunning(panel, job) {
   const key = `${job.id}:running`;
   if (panel.shownKey !== key) {
-    const label = panel.operation === "epm_generation" ? "EPM generation progress"
-      : `${panel.section.querySelector("h2").textContent} progress`;
-    panel.area.replaceChildren(progressBar(job, label), el("p", { class: "progress-text" }));
+    panel.area.replaceChildren(progressBar(job), el("p", { class: "progress-text" }),
+      el("p", { class: "progress-elapsed" }));
     panel.area.dataset.jobId = job.id;
     panel.shownKey = key;
   }
   updateProgressBar(panel.area.querySelector(".progress"), job);
   panel.area.querySelector(".progress-text").textContent = runningText(job);
+  const steps = stepList(job);
+  const shown = panel.area.querySelector("ol.steps");
+  if (steps && shown) shown.replaceWith(steps);
+  else if (steps) panel.area.append(steps);
+  tickElapsed(panel);
+}
+
+function tickElapsed(panel) {
+  const node = panel.area.querySelector(".progress-elapsed");
+  const job = node && jobs.get(panel.area.dataset.jobId);
+  if (job && jobs.isActive(job)) node.textContent = elapsedText(job, jobs.all());
 }
 
 function showOutcome(panel, job) {
@@ -93,8 +110,7 @@ function showOutcome(panel, job) {
   panel.area.dataset.jobId = job.id;
   const url = resultUrl(job);
   if (job.status === "completed") {
-    panel.area.replaceChildren(el("p", { class: "job-done" }, "Completed — ",
-      url ? el("a", { href: url }, viewLabel(job)) : "done"));
+    panel.area.replaceChildren(el("p", { class: "job-done" }, "Completed"));
     if (url && panel.latest) {
       panel.latest.replaceChildren(el("a", { href: url }, viewLabel(job)), " ",
         el("span", { class: "muted" }, timeElement(job.completed_at)));
@@ -104,9 +120,15 @@ function showOutcome(panel, job) {
   const text = job.status === "cancelled"
     ? el("p", { class: "job-cancelled" }, "Cancelled")
     : el("p", { class: "job-failed" }, `Failed: ${failureText(job)}`);
-  const button = el("button", { type: "button", class: "button job-retry" }, "Retry");
-  button.addEventListener("click", () => retry(panel, job.id, button));
-  panel.area.replaceChildren(text, button);
+  const fix = job.status === "failed" ? fixFor(job) : null;
+  const actions = el("div", { class: "job-fix" },
+    fix ? el("a", { class: "button job-edit", href: fix.href }, fix.label) : null);
+  if (!fix || fix.retry) {
+    const button = el("button", { type: "button", class: "button job-retry" }, "Retry");
+    button.addEventListener("click", () => retry(panel, job.id, button));
+    actions.append(button);
+  }
+  panel.area.replaceChildren(text, actions);
 }
 
 async function start(panel) {

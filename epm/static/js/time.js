@@ -1,5 +1,5 @@
 // time.js — relative times ("2 minutes ago") for <time datetime> elements marked data-relative; the exact
-// time stays in the title for hover. Refreshed every 30 s.
+// time stays in the title for hover, in the server's format. Refreshed every 30 s.
 
 const UNITS = [
   ["year", 365 * 24 * 3600], ["month", 30 * 24 * 3600], ["week", 7 * 24 * 3600], ["day", 24 * 3600],
@@ -20,8 +20,9 @@ export function relative(date, now = Date.now()) {
   return "just now";
 }
 
+/** The one exact format, as the server writes it: "2026-12-01 00:29 UTC". */
 export function exact(date) {
-  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  return `${date.toISOString().slice(0, 16).replace("T", " ")} UTC`;
 }
 
 /** A <time> element for an ISO string, relative text, exact time on hover. */

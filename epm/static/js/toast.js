@@ -6,7 +6,8 @@
 // When the winning tab is hidden, a browser notification is shown too (only if the user allowed it).
 
 import * as jobs from "./jobs.js";
-import { el, failureText, readyText, resultUrl, viewLabel } from "./ui.js";
+import { fixFor } from "./live-data.js";
+import { el, failureText, jobTitle, readyText, resultUrl, sessionOf, viewLabel } from "./ui.js";
 
 const HIDDEN_TAB_DELAY_MS = 1500;
 const SUCCESS_TOAST_MS = 20000;
@@ -54,15 +55,19 @@ async function announce(id) {
   if (document.hidden) notifyBrowser(job);
 }
 
-/** A toast for ``job``'s outcome: "EPM program ready — View program", or its failure. */
+/** A toast for ``job``'s outcome: "EPM program ready", its session, "View program"; or its failure. */
 export function show(job) {
   const ok = job.status === "completed";
-  const url = ok ? resultUrl(job) : job.session_id ? `/sessions/${encodeURIComponent(job.session_id)}` : "/jobs";
-  const text = ok ? readyText(job) : `${job.title || "Job"} failed: ${failureText(job)}`;
+  const fix = ok ? null : fixFor(job);
+  const url = ok ? resultUrl(job) : fix ? fix.href : `/jobs/${encodeURIComponent(job.id)}`;
+  const text = ok ? readyText(job) : `${jobTitle(job)} failed: ${failureText(job)}`;
+  const session = sessionOf(job);
   const toast = el("div", { class: `toast ${ok ? "toast-success" : "toast-error"}`, role: ok ? "status" : "alert",
     dataset: { jobId: job.id } },
-    el("span", { class: "toast-text" }, text),
-    url ? el("a", { class: "toast-link", href: url }, ok ? viewLabel(job) : "Open to retry") : null,
+    el("div", { class: "toast-body" },
+      el("p", { class: "toast-text" }, text),
+      session ? el("p", { class: "toast-context clip", title: session }, session) : null,
+      url ? el("a", { class: "toast-link", href: url }, ok ? viewLabel(job) : fix ? fix.label : "See what happened") : null),
     el("button", { type: "button", class: "toast-close", "aria-label": "Close", onclick: () => close(toast) }, "×"));
   region.append(toast);
   if (ok) {
@@ -89,8 +94,8 @@ function showOverflow() {
     return;
   }
   overflowToast = el("div", { class: "toast toast-success", role: "status" },
-    el("span", { class: "toast-text" }, text),
-    el("a", { class: "toast-link", href: "/jobs" }, "See all jobs"),
+    el("div", { class: "toast-body" }, el("p", { class: "toast-text" }, text),
+      el("a", { class: "toast-link", href: "/jobs" }, "See all jobs")),
     el("button", { type: "button", class: "toast-close", "aria-label": "Close",
       onclick: () => close(overflowToast) }, "×"));
   region.append(overflowToast);
@@ -100,7 +105,7 @@ function notifyBrowser(job) {
   if (!("Notification" in window) || Notification.permission !== "granted") return;
   const ok = job.status === "completed";
   const url = ok ? resultUrl(job) : null;
-  const notification = new Notification(ok ? readyText(job) : `${job.title || "Job"} failed`, {
+  const notification = new Notification(ok ? readyText(job) : `${jobTitle(job)} failed`, {
     body: ok ? viewLabel(job) : failureText(job),
     tag: `epm-job-${job.id}`,
   });

@@ -1,20 +1,26 @@
-// tracker.js — the floating panel (bottom-right, every page) listing the user's running jobs.
+// tracker.js — the panel in the live corner listing the user's running jobs, on every page.
 //
-// A job seen running on this page stays listed once it ends, with its outcome and a link, until the
-// page changes or the user dismisses it. Dismissals are remembered across pages and tabs.
+// Each entry names its job and its session, with the long texts cut to one line (the whole text on
+// hover), and its actions on their own row. A job this page already shows (its session card, its row
+// on /jobs, its own page) gets a one-line summary. A job that ends here shows its outcome for a few
+// seconds, then clears itself (its toast and /jobs keep it). Dismissals are remembered across pages/tabs.
 
 import * as jobs from "./jobs.js";
-import { averagePercent, el, failureText, percent, progressBar, readyText, resultUrl, updateProgressBar, viewLabel }
-  from "./ui.js";
+import { averagePercent, clipped, el, elapsedText, failureText, jobLink, jobTitle, percent,
+  progressBar, readyText, sessionOf, setClipped, stepText, updateProgressBar } from "./ui.js";
 
 const NOTE = "You can safely navigate anywhere — we'll tell you when it's ready";
+/** How long a finished entry stays before it clears itself (never while pointed at or focused). */
+export const CLEAR_AFTER_MS = 6000;
 
 let root = null;
+let list = null;
 let dismissedKey = null;
 let collapsedKey = null;
 let dismissed = new Set();
 const seenActive = new Set();
-const entries = new Map(); // job id -> {node, status}
+const cleared = new Set();
+const entries = new Map(); // job id -> {node, key, timer}
 
 export function init(region) {
   if (!region) return;
@@ -27,6 +33,7 @@ export function init(region) {
     if (event.key === dismissedKey || event.key === collapsedKey) render();
   });
   jobs.subscribe(render);
+  setInterval(tick, 1000);
 }
 
 function loadDismissed() {
@@ -48,37 +55,76 @@ function dismiss(id) {
 function shown() {
   return jobs.all().filter((job) => {
     if (jobs.isActive(job)) seenActive.add(job.id);
-    return seenActive.has(job.id) && !dismissed.has(job.id);
-  }).reverse(); // oldest first: a new job joins at the bottom, nearest the corner
+    return seenActive.has(job.id) && !dismissed.has(job.id) && !cleared.has(job.id);
+  }).reverse(); // oldest first: a new job joins at the end
+}
+
+/** Whether the page itself shows ``id`` (outside the tracker), so the tracker only needs a summary. */
+function pageShows(id) {
+  const selector = `[data-job-id="${CSS.escape(id)}"], [data-live-job="${CSS.escape(id)}"]`;
+  return [...document.querySelectorAll(selector)].some((node) => !root.contains(node));
 }
 
 function render() {
-  const list = shown();
-  const ids = new Set(list.map((job) => job.id));
+  const shownJobs = shown();
+  const ids = new Set(shownJobs.map((job) => job.id));
   for (const [id, entry] of entries) {
     if (!ids.has(id)) {
+      clearTimeout(entry.timer);
       entry.node.remove();
       entries.delete(id);
     }
   }
-  if (!list.length) {
+  if (!shownJobs.length) {
     root.hidden = true;
     return;
   }
-  if (!root.querySelector(".tracker-head")) root.prepend(renderHead());
-  for (const job of list) {
+  if (!list) {
+    root.append(renderHead());
+    list = el("div", { class: "tracker-list", tabindex: "0", role: "group", "aria-label": "Jobs" });
+    root.append(list);
+  }
+  for (const job of shownJobs) {
+    const compact = jobs.isActive(job) && pageShows(job.id);
+    const key = `${job.status}:${compact}`;
     const entry = entries.get(job.id);
-    if (entry && entry.status === job.status) {
+    if (entry && entry.key === key) {
       updateJob(entry.node, job);
     } else {
-      const node = renderJob(job);
-      if (entry) entry.node.replaceWith(node);
-      else root.append(node);
-      entries.set(job.id, { node, status: job.status });
+      const node = renderJob(job, { compact });
+      if (entry) {
+        clearTimeout(entry.timer);
+        entry.node.replaceWith(node);
+      } else {
+        list.append(node);
+      }
+      entries.set(job.id, { node, key, timer: job.terminal ? scheduleClear(job.id, node) : null });
     }
   }
   updateHead();
   root.hidden = false;
+}
+
+function scheduleClear(id, node) {
+  let timer = setTimeout(() => clearEntry(id), CLEAR_AFTER_MS);
+  const hold = () => clearTimeout(timer);
+  const release = () => {
+    if (node.matches(":hover") || node.contains(document.activeElement)) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => clearEntry(id), CLEAR_AFTER_MS / 2);
+    const entry = entries.get(id);
+    if (entry) entry.timer = timer;
+  };
+  node.addEventListener("mouseenter", hold);
+  node.addEventListener("focusin", hold);
+  node.addEventListener("mouseleave", release);
+  node.addEventListener("focusout", () => setTimeout(release, 0));
+  return timer;
+}
+
+function clearEntry(id) {
+  cleared.add(id);
+  render();
 }
 
 function renderHead() {
@@ -90,6 +136,7 @@ function renderHead() {
     } });
   return el("header", { class: "tracker-head" },
     el("h2", { class: "tracker-heading" }, "Background jobs ", count), toggle,
+    el("p", { class: "tracker-note" }, NOTE),
     el("button", { type: "button", class: "link-button notify-enable", hidden: true, onclick: askPermission },
       "Notify me when it's ready"));
 }
@@ -114,6 +161,7 @@ function updateHead() {
     count = `(${running.length} running · ${averagePercent(running)}%)`;
   }
   root.querySelector(".tracker-count").textContent = count;
+  root.querySelector(".tracker-note").hidden = !running.length;
 }
 
 async function askPermission() {
@@ -124,44 +172,64 @@ async function askPermission() {
   }
 }
 
-/** One job's entry: title, bar, message, percentage, note, link, Cancel, dismiss. */
-export function renderJob(job) {
-  const node = el("article", { class: `tracker-job tracker-${job.status}`, dataset: { jobId: job.id },
-    "aria-label": job.title || job.job_type });
-  const head = el("div", { class: "tracker-row" },
-    el("strong", { class: "tracker-title" }, job.title || job.job_type),
-    el("button", { type: "button", class: "tracker-dismiss", "aria-label": "Dismiss", title: "Dismiss",
-      onclick: () => dismiss(job.id) }, "×"));
-  node.append(head);
+/** One job's entry: what and for which session, bar, message, elapsed time; actions on their own row. */
+export function renderJob(job, { compact = false } = {}) {
+  const title = jobTitle(job);
+  const session = sessionOf(job);
+  const node = el("article", { class: `tracker-job tracker-${job.status}${compact ? " tracker-compact" : ""}`,
+    dataset: { jobId: job.id }, "aria-label": session ? `${title}: ${session}` : title });
+  const dismissButton = el("button", { type: "button", class: "tracker-dismiss", "aria-label": "Dismiss",
+    title: "Dismiss", onclick: () => dismiss(job.id) }, "×");
+  const line = el("div", { class: "tracker-line" }, clipped("strong", "tracker-title", title),
+    session ? clipped("span", "tracker-session", session) : null);
+  node.append(line);
   if (jobs.isActive(job)) {
+    line.append(el("span", { class: "tracker-percent" }, `${percent(job)}%`));
+    if (compact) {
+      line.append(cancelButton(job), dismissButton);
+      return node;
+    }
+    const link = jobLink(job);
     node.append(
       progressBar(job),
-      el("div", { class: "tracker-row" },
-        el("span", { class: "tracker-message" }, job.message || "Starting…"),
-        el("span", { class: "tracker-percent" }, `${percent(job)}%`)),
-      el("p", { class: "tracker-note" }, NOTE),
+      clipped("p", "tracker-message", job.message || "Starting…"),
+      el("p", { class: "tracker-elapsed" }, timing(job)),
       el("div", { class: "tracker-actions" },
-        el("a", { class: "tracker-link", href: "/programs" }, "Programs"),
-        cancelButton(job)));
+        el("a", { class: "tracker-link", href: link.href }, link.label),
+        cancelButton(job), dismissButton));
   } else {
-    node.append(outcome(job));
+    node.append(outcome(job), el("div", { class: "tracker-actions" }, dismissButton));
   }
   return node;
+}
+
+/** "Step 3 of 8 · 0:42 elapsed" */
+function timing(job) {
+  return [stepText(job), elapsedText(job, jobs.all())].filter(Boolean).join(" · ");
 }
 
 function updateJob(node, job) {
   const bar = node.querySelector(".progress");
   if (bar) updateProgressBar(bar, job);
   const message = node.querySelector(".tracker-message");
-  if (message) message.textContent = job.message || "Starting…";
+  if (message) setClipped(message, job.message || "Starting…");
   const pct = node.querySelector(".tracker-percent");
   if (pct) pct.textContent = `${percent(job)}%`;
   const button = node.querySelector(".tracker-cancel");
   if (button && job.cancel_requested) markCancelling(button);
 }
 
+/** Elapsed times move every second between updates: real time, not invented progress. */
+function tick() {
+  for (const [id, entry] of entries) {
+    const job = jobs.get(id);
+    const node = entry.node.querySelector(".tracker-elapsed");
+    if (job && node && jobs.isActive(job)) node.textContent = timing(job);
+  }
+}
+
 function cancelButton(job) {
-  const button = el("button", { type: "button", class: "button tracker-cancel" }, "Cancel");
+  const button = el("button", { type: "button", class: "button small tracker-cancel" }, "Cancel");
   if (job.cancel_requested) markCancelling(button);
   button.addEventListener("click", async () => {
     markCancelling(button);
@@ -182,13 +250,13 @@ function markCancelling(button) {
 }
 
 function outcome(job) {
-  const url = resultUrl(job);
+  const link = jobLink(job);
   if (job.status === "completed") {
     return el("p", { class: "tracker-outcome tracker-done" }, `${readyText(job)} — `,
-      url ? el("a", { href: url }, viewLabel(job)) : "done");
+      el("a", { href: link.href }, link.label));
   }
   if (job.status === "cancelled") return el("p", { class: "tracker-outcome" }, "Cancelled");
-  return el("p", { class: "tracker-outcome tracker-failed" }, `Failed: ${failureText(job)}`);
+  return clipped("p", "tracker-outcome tracker-failed", `Failed: ${failureText(job)}`);
 }
 
 function showError(node, message) {

@@ -1,5 +1,9 @@
 // ui.js — small pure functions that build elements from a job. Text goes in with textContent, never innerHTML.
 
+import { operationInfo, sessionName } from "./live-data.js";
+import { stepStates, stepSummary } from "./steps.js";
+import { timeLeft } from "./estimate.js";
+
 /** ``el("p", {class: "x"}, "text", child)``: an element with attributes and children (strings become text). */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -17,6 +21,17 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A one-line text that ellipsises when too long, the whole text in its title (hover) attribute. */
+export function clipped(tag, className, text) {
+  return el(tag, { class: `clip ${className}`, title: text || null }, text || "");
+}
+
+export function setClipped(node, text) {
+  node.textContent = text || "";
+  if (text) node.title = text;
+  else node.removeAttribute("title");
+}
+
 export function percent(job) {
   const value = Number(job.progress) || 0;
   return Math.max(0, Math.min(100, Math.round(value)));
@@ -30,7 +45,7 @@ export function averagePercent(jobs) {
 /** A progress bar for ``job``, labelled for screen readers. */
 export function progressBar(job, label) {
   const bar = el("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
-    "aria-label": label || `${job.title || "Job"} progress` }, el("div", { class: "progress-fill" }));
+    "aria-label": label || `${jobTitle(job)} progress` }, el("div", { class: "progress-fill" }));
   updateProgressBar(bar, job);
   return bar;
 }
@@ -39,6 +54,26 @@ export function updateProgressBar(bar, job) {
   const value = percent(job);
   bar.setAttribute("aria-valuenow", String(value));
   bar.firstElementChild.style.width = `${value}%`;
+  // The activity indicator: the job is alive between two reports (a moving sheen, never a made-up percentage).
+  bar.classList.toggle("progress-active", job.status === "running");
+}
+
+/** "0:42 elapsed · about 0:20 left" for a running job (``others``: the jobs held, for earlier runs' times). */
+export function elapsedText(job, others = [], now = Date.now()) {
+  const seconds = elapsedSeconds(job, now);
+  if (seconds === null || job.status === "pending") return "";
+  const left = timeLeft(job, others, seconds);
+  if (left === null) return `${duration(seconds)} elapsed`;
+  return `${duration(seconds)} elapsed · ${left > 0 ? `about ${duration(left)} left` : "longer than usual"}`;
+}
+
+export function jobTitle(job) {
+  return operationInfo(job).title;
+}
+
+/** The session the job belongs to, by name, or null. */
+export function sessionOf(job) {
+  return sessionName(job.session_id);
 }
 
 /** Where the job's result is shown (an operation's ``result.url``), or null. */
@@ -48,19 +83,58 @@ export function resultUrl(job) {
 }
 
 export function viewLabel(job) {
-  return (job.result && job.result.view_label) || "View result";
+  return (job.result && job.result.view_label) || operationInfo(job).viewLabel;
 }
 
 export function readyText(job) {
-  return (job.result && job.result.ready) || `${job.title || "Job"} finished`;
+  return (job.result && job.result.ready) || operationInfo(job).ready;
 }
 
 export function failureText(job) {
   return job.error || "It stopped with an error.";
 }
 
+/** The one link a job offers: its result when it has one, else its own page. */
+export function jobLink(job) {
+  const url = job.status === "completed" ? resultUrl(job) : null;
+  if (url) return { href: url, label: viewLabel(job) };
+  return { href: `/jobs/${encodeURIComponent(job.id)}`, label: "Details" };
+}
+
 /** "Still running (45%) — Scheduling tasks" */
 export function runningText(job) {
   const message = job.message ? ` — ${job.message}` : "";
   return `${job.status === "pending" ? "Starting" : "Still running"} (${percent(job)}%)${message}`;
+}
+
+/** "0:42", "12:05", "1:02:07" */
+export function duration(seconds) {
+  const total = Math.max(0, Math.round(seconds));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+/** Seconds since the job started (or was created), by this browser's clock; null before it has a time. */
+export function elapsedSeconds(job, now = Date.now()) {
+  const since = Date.parse(job.started_at || job.created_at || "");
+  if (!Number.isFinite(since)) return null;
+  const until = job.completed_at ? Date.parse(job.completed_at) : now;
+  return Math.max(0, (until - since) / 1000);
+}
+
+/** The job's steps as a list: done, current (with an activity mark), to come; null without declared steps. */
+export function stepList(job) {
+  const states = stepStates(job, operationInfo(job).steps);
+  if (!states.length) return null;
+  return el("ol", { class: "steps", "aria-label": "Steps" }, states.map(({ label, state }) =>
+    el("li", { class: `step step-${state}`, "aria-current": state === "current" ? "step" : null },
+      el("span", { class: "step-mark", "aria-hidden": "true" }), label,
+      state === "done" ? el("span", { class: "visually-hidden" }, " (done)") : null)));
+}
+
+/** "Step 3 of 8" for the tracker's short form. */
+export function stepText(job) {
+  return stepSummary(job, operationInfo(job).steps);
 }
