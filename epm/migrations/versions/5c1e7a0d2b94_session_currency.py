@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '5c1e7a0d2b94'
-down_revision = '073dfe440c56'
+down_revision = '5b2e7c1d9a40'
 branch_labels = None
 depends_on = None
 
