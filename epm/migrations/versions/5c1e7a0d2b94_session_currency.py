@@ -1,7 +1,7 @@
 """a currency per strategy session (ISO 4217 code, USD for the sessions that had none)
 
 Revision ID: 5c1e7a0d2b94
-Revises: 073dfe440c56
+Revises: 5b2e7c1d9a40
 Create Date: 2026-12-01 02:45:00
 
 """
