@@ -8,6 +8,7 @@ import re
 from xml.etree import ElementTree
 
 import icalendar
+import pytest
 
 from epm.extensions import db
 from epm.models import Program
@@ -215,3 +216,34 @@ def test_program_exports_are_plain_links_that_parse(app, auth_client):
         session["_user_id"] = str(other.id)
     assert client.get(f"{url}/tasks.csv").status_code == 404
     assert client.get(f"{url}/milestones.ics").status_code == 404
+
+
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")  # alembic env.py, not ours
+def test_the_versions_migration_numbers_existing_programs_in_the_order_they_were_generated(tmp_path):
+    import sqlite3
+
+    from flask_migrate import upgrade
+
+    from epm import create_app
+    from tests.conftest import _test_config
+
+    path = tmp_path / "old.sqlite"
+    app = create_app(_test_config(SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}", REDIS_URL=None))
+    with app.app_context():
+        upgrade(revision="073dfe440c56")  # the schema before versions
+        with sqlite3.connect(path) as conn:
+            conn.execute("INSERT INTO users (id, username, password_hash, created_at) "
+                         "VALUES (1, 'u', 'x', '2026-01-01')")
+            conn.execute("INSERT INTO strategy_sessions (id, user_id, name, business, objectives, source_urls, "
+                         "created_at, updated_at) VALUES (5, 1, 's', '', '[]', '[]', '2026-01-01', '2026-01-01')")
+            for program_id, session_id, created in ((1, 5, "2026-01-03"), (2, 5, "2026-01-01"),
+                                                    (3, None, "2026-01-02"), (4, 5, "2026-01-02")):
+                conn.execute("INSERT INTO programs (id, user_id, session_id, name, data, created_at) "
+                             "VALUES (?, 1, ?, 'p', '{}', ?)", (program_id, session_id, created))
+        upgrade()
+        db.session.remove()
+        db.engine.dispose()
+    app.extensions["epm.jobs"].runner.shutdown(grace=1)
+    with sqlite3.connect(path) as conn:
+        versions = dict(conn.execute("SELECT id, version FROM programs").fetchall())
+    assert versions == {2: 1, 4: 2, 1: 3, 3: 1}
