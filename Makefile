@@ -39,7 +39,7 @@ run: install
 test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	npx eslint epm/static/js tests/js eslint.config.js
-	node --test tests/js/
+	node --test --test-reporter=dot tests/js/
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)

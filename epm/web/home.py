@@ -38,22 +38,32 @@ def live_data() -> dict[str, Any]:
             operations[op.name] = {"title": op.title, "ready": op.ready, "view_label": op.view_label,
                                    "running": panel.running if panel else f"{op.title} in progress…",
                                    "steps": list(getattr(op, "steps", ()) or ())}
-        sessions = {}
-        if current_user.is_authenticated:
-            try:
-                rows = db.session.execute(select(StrategySession.id, StrategySession.name)
-                                          .where(StrategySession.user_id == int(current_user.id))).all()
-            except SQLAlchemyError:
-                # An error page while the database is away: the widgets fall back to "Session 12".
-                log.warning("session names unavailable for the live widgets", exc_info=True)
-                db.session.rollback()
-                rows = []
-            sessions = {str(row.id): row.name for row in rows}
+        sessions = session_names() if current_user.is_authenticated else {}
         fixes = {code: {"label": fix.label, "field": fix.field, "retry": fix.retry_helps}
                  for code, fix in FIXES.items()}
         return {"operations": operations, "sessions": sessions, "fixes": fixes}
 
     return {"live_data": build, "nav_current": _nav_current, "min_password": MIN_PASSWORD}
+
+
+def session_names(ids: set[int] | None = None) -> dict[str, str]:
+    """The signed-in user's session names by id (only ``ids`` when given), in one query.
+
+    The names are context, not content: while the database is away (the live view keeps working from
+    Redis) they are left out, and pages and widgets say "Session 12" instead.
+    """
+    query = select(StrategySession.id, StrategySession.name).where(StrategySession.user_id == int(current_user.id))
+    if ids is not None:
+        if not ids:
+            return {}
+        query = query.where(StrategySession.id.in_(ids))
+    try:
+        rows = db.session.execute(query).all()
+    except SQLAlchemyError:
+        log.warning("session names unavailable", exc_info=True)
+        db.session.rollback()
+        return {}
+    return {str(row.id): row.name for row in rows}
 
 
 def _nav_current(section: str) -> bool:

@@ -18,8 +18,8 @@ from ..jobs import current_jobs
 from ..jobs.job import Job, JobStatus, parse_iso
 from ..jobs.models import BackgroundJob
 from ..jobs.registry import all_operations, get_operation
-from ..models import StrategySession
 from .auth import signed_in_user_id as _uid
+from .home import session_names as user_session_names
 from .operation_panels import fix_for
 
 bp = Blueprint("jobs_pages", __name__)
@@ -134,13 +134,8 @@ def step_states(job: Job) -> list[tuple[str, str]]:
 
 
 def session_names(jobs: list[Job]) -> dict[str, str]:
-    """The names of the sessions ``jobs`` belong to (by session id as the jobs hold it), in one query."""
-    ids = {int(job.session_id) for job in jobs if job.session_id and job.session_id.isdigit()}
-    if not ids:
-        return {}
-    rows = db.session.execute(select(StrategySession.id, StrategySession.name)
-                              .where(StrategySession.id.in_(ids), StrategySession.user_id == int(_uid())))
-    return {str(row.id): row.name for row in rows}
+    """The names of the sessions ``jobs`` belong to (by session id as the jobs hold it)."""
+    return user_session_names({int(job.session_id) for job in jobs if job.session_id and job.session_id.isdigit()})
 
 
 @bp.post("/jobs/<job_id>/cancel")

@@ -489,7 +489,8 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
     assert AXE.exists(), f"axe-core is missing at {AXE}: run `npm ci` (make test does)"
     if not page.evaluate("Boolean(window.axe)"):
         page.add_script_tag(path=str(AXE))
-    results = page.evaluate("(tags) => axe.run(document, { runOnly: { type: 'tag', values: tags } })", AXE_TAGS)
+    results = page.evaluate("(tags) => axe.run(document, { runOnly: { type: 'tag', values: tags },"
+                            " resultTypes: ['violations'] })", AXE_TAGS)
     return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
              "nodes": [node["target"] for node in v["nodes"]][:5]} for v in results["violations"]]
 

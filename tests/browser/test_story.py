@@ -371,7 +371,7 @@ def test_6_no_notification_without_permission(user):
 
 # 7 -----------------------------------------------------------------------------------------------------
 def test_7_jobs_dashboard_lists_filters_links_and_acts_live(user):
-    session = user.create_session()
+    session = user.create_session(source_urls=[UNREADABLE])
     failed = user.start(session["id"], "web_research")
     done = user.start_demo(steps=1, step_seconds=0)
     user.wait_terminal(failed["id"])
