@@ -47,7 +47,9 @@ class RedisServer:
         """Start it; ``extra`` are more command-line options (``--replicaof host port``)."""
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--loglevel", "warning", *extra],
+             "--daemonize", "no", "--loglevel", "warning",
+             # A master writes a snapshot to sync a replica: into the temporary directory, never the worktree.
+             "--dir", tempfile.gettempdir(), "--dbfilename", f"epm-test-{self.port}.rdb", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_for(self.ping, 10, 0.02, f"redis-server on port {self.port}")
         return self
@@ -68,6 +70,7 @@ class RedisServer:
             self.process.kill()
             self.process.wait(10)
         self.process = None
+        Path(tempfile.gettempdir(), f"epm-test-{self.port}.rdb").unlink(missing_ok=True)
 
     def restart(self) -> None:
         self.stop()

@@ -111,7 +111,8 @@ def test_a_job_handed_over_at_shutdown_goes_on_elsewhere_from_its_checkpoint(app
     [history] = done.attempts
     assert (history["attempt"], history["ended"]) == (1, "interrupted")
     assert history["started_at"] == handed.started_at and done.started_at == handed.started_at
-    steps = [int(found.group(1)) for e in events if (found := re.search(r'"message":"Step (\d+) of 40"', e["data"]))]
+    resumed_step = re.compile(r'"message":"Step (\d+) of 40 \(resumed after a server restart\)"')
+    steps = [int(found.group(1)) for e in events if (found := resumed_step.search(e["data"]))]
     assert steps and min(steps) >= checkpoint > 1, f"attempt 2 went on from step {checkpoint}, not 1: {steps}"
     assert recorded(app, job.id) == ["completed"]
 

@@ -18,7 +18,7 @@ import redis
 
 from .. import logs
 from . import signals
-from .job import Job, JobStatus, iso, next_seq, utcnow
+from .job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
 from .registry import Operation
 
 if TYPE_CHECKING:
@@ -183,6 +183,8 @@ class _LiveJob:
             if self.finalized or self.reaped:
                 return  # terminal states are final: a late report from the operation changes nothing
             pct = max(0, min(100, int(percent)))
+            if message is not None and self.job.attempt > 1:
+                message = f"{message} ({RESUMED_MESSAGE.lower()})"  # the user sees why it starts over
             changed = pct != self.job.progress or (message is not None and message != self.job.message)
             if not changed:
                 return
