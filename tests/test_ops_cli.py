@@ -252,10 +252,12 @@ def test_stats_counts_rows_by_type_and_status_and_the_queues_in_redis(env, user,
         assert document["database"]["by_status"] == expected
         assert document["database"]["by_type_and_status"]["demo_countdown"] == expected
         assert document["database"]["total"] == sum(expected.values())
-        assert document["redis"] == {"prefix": env["EPM_KEY_PREFIX"], "active": 1, "overdue": 0, "outbox": 0}
+        assert document["redis"] == {"prefix": env["EPM_KEY_PREFIX"], "active": 1, "overdue": 0, "outbox": 0,
+                                     "dead_letters": 0}
         text = text.splitlines()
         assert text[0].startswith(f"background_jobs: {sum(expected.values())} row(s)")
         assert text[1].split()[0] == "TYPE" and text[2].split()[0] == "demo_countdown"
-        assert text[-1] == f"redis ({env['EPM_KEY_PREFIX']}): 1 active, 0 overdue (heartbeat lapsed), 0 in the outbox"
+        assert text[-1] == (f"redis ({env['EPM_KEY_PREFIX']}): 1 active, 0 overdue (heartbeat lapsed), "
+                            "0 in the outbox, 0 dead letter(s)")
     finally:
         cancel(user, busy["id"])
