@@ -374,9 +374,14 @@ def memory_figures(watch: MemoryWatch, warmup: float, limit_mb_per_hour: float) 
         worker = rss_trend([(s.at, s.kb[pid] * 1024) for s in window])
         if worker is not None:
             figures["per_worker_mb_per_hour"][pid] = worker["slope"] * per_hour
-    # Flat within noise: growth the interval cannot tell from zero, or no more than the limit.
-    figures["grew"] = trend["low"] > 0 and figures["slope_mb_per_hour"] > limit_mb_per_hour
+    figures["grew"] = grew(trend, limit_mb_per_hour)
     return figures
+
+
+def grew(trend: dict[str, float], limit_mb_per_hour: float) -> bool:
+    """Growth beyond noise and the limit; flat within noise is an interval that includes zero, or a slope
+    (bytes per second) no steeper than ``limit_mb_per_hour``."""
+    return trend["low"] > 0 and trend["slope"] * 3600 / 2 ** 20 > limit_mb_per_hour
 
 
 _TRACE_FILTERS = [tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
