@@ -14,10 +14,10 @@ and the audit checks that:
 - the workers' memory stayed flat: their resident memory (RSS, read from /proc every ``--rss-every``
   seconds) has no upward trend after ``--warmup`` seconds. The trend is a least-squares line through
   the samples; its 95% confidence interval widens for the samples' autocorrelation (see ``rss_trend``).
-  The run fails when the whole interval lies above ``--rss-limit`` MB per hour, i.e. when it shows
-  growth beyond the limit that noise cannot explain. With ``--trace-frames`` above 0 the workers trace
-  their allocations (``EPM_TRACEMALLOC_DIR``, see epm/memtrace.py) and the allocation sites and object
-  types that grew between the end of the warm-up and the end of the run are printed.
+  The run fails when the interval lies wholly above zero and the slope is above ``--rss-limit`` MB per
+  hour: growth that noise cannot explain and that is not small. With ``--trace-frames`` above 0 the
+  workers trace their allocations (``EPM_TRACEMALLOC_DIR``, see epm/memtrace.py) and the allocation
+  sites and object types that grew between the end of the warm-up and the end of the run are printed.
 
 It needs real Redis and PostgreSQL (``REDIS_URL``, ``DATABASE_URL``); it makes its own database and
 key prefix and removes them at the end. Not part of the test suite (it takes minutes):
