@@ -46,7 +46,7 @@ def _run_jobs(app, counts: dict[str, int]) -> dict[str, list[str]]:
                 job = service.start("demo_countdown", user_id=user_id, params=params)
                 db.session.remove()
             ids[user_id].append(job.id)
-            wait_for(lambda job_id=job.id: job_id not in service.runner.running, timeout=30,
+            wait_for(lambda job_id=job.id: job_id not in service.runner.running, timeout=30, interval=0.005,
                      message=f"job {job.id} to end")
     return ids
 
