@@ -513,7 +513,7 @@ def push_phase(server: Server, clients: Clients, users: list[User], sizes: dict,
     started = time.time()
     # Measured from here: starting the jobs can take longer than a job runs on a busy machine. The
     # watchers' first events are snapshots, at most one step old: counted, they only add delay.
-    measure_from = started
+    measure_from = settings["measure_from"] = started
     clients.tell({"measure_from": measure_from})
     watching = [{"path": f"/api/background-jobs/{job_id}/events", "cookie": users[index].cookie}
                 for index, job_id in enumerate(job_ids) for _ in range(watchers)]
