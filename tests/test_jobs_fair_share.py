@@ -92,3 +92,31 @@ def test_the_api_answers_429_with_a_readable_message_and_the_running_jobs(capped
     cancel_and_wait(capped, user.id, running[0].id)
     again = auth_client.post("/api/background-jobs", json={"job_type": "demo_countdown", "params": {"steps": 1}})
     assert again.status_code == 202
+
+
+def _session_page(app, user, client):
+    from epm.extensions import db
+    from epm.models import StrategySession
+
+    with app.app_context():
+        session = StrategySession(user_id=user.id, name="Cap", business="A bakery.", objectives=["Open a shop"],
+                                  source_urls=["https://example.com/"])
+        db.session.add(session)
+        db.session.commit()
+        session_id = session.id
+    return lambda: client.get(f"/sessions/{session_id}").get_data(as_text=True)
+
+
+def test_the_session_page_says_before_a_click_that_the_account_is_at_its_cap(capped, user, auth_client):
+    page = _session_page(capped, user, auth_client)
+    assert 'id="cap-reason" data-cap-reason data-max-running="2" hidden' in page()
+    assert "disabled" not in page().split('data-operation="epm_generation"', 1)[1].split("</form>", 1)[0]
+    running = [start(capped, user.id, "s1"), start(capped, user.id, "s2")]
+    html = page()
+    note = html.split('id="cap-reason"', 1)[1].split("</p>", 1)[0]
+    assert " hidden" not in note.split(">", 1)[0] and "already runs 2 jobs" in note
+    for operation in ("web_research", "bmc_analysis", "epm_generation"):
+        form = html.split(f'data-operation="{operation}"', 1)[1].split("</form>", 1)[0]
+        assert "disabled" in form and 'aria-describedby="cap-reason"' in form
+    cancel_and_wait(capped, user.id, running[0].id)
+    assert 'data-max-running="2" hidden' in page()

@@ -238,3 +238,22 @@ def test_a_resumed_job_s_page_and_api_show_its_attempts(app, auth_client, user):
     assert "Resumed after a server restart: attempt 2; attempt 1 stopped" in page
     shown = auth_client.get(f"/api/background-jobs/{job.id}").json["job"]
     assert (shown["attempt"], [run["attempt"] for run in shown["attempts"]]) == (2, [1])
+
+
+def test_a_resumed_jobs_attempts_are_kept_in_its_record(app, user):
+    """Once the hash is gone (retention, a Redis restart), the row still says which attempt ended it."""
+    from epm.extensions import db
+    from epm.jobs.job import Job, JobStatus
+    from epm.jobs.models import BackgroundJob
+
+    history = [{"attempt": 1, "started_at": "2026-12-01T00:00:00.000Z", "ended_at": "2026-12-01T00:00:05.000Z",
+                "ended": "interrupted"}]
+    job = Job(id="resumedjob", job_type="demo_countdown", user_id=str(user.id), status=JobStatus.COMPLETED,
+              created_at="2026-12-01T00:00:00.000Z", completed_at="2026-12-01T00:00:09.000Z", attempt=2,
+              attempts=history)
+    with app.app_context():
+        db.session.add(BackgroundJob.from_job(job, {}))
+        db.session.commit()
+        db.session.expire_all()
+        recorded = db.session.get(BackgroundJob, "resumedjob").to_job()
+    assert recorded.attempt == 2 and recorded.attempts == history

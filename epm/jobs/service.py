@@ -107,6 +107,10 @@ class JobService:
                      extra=job_fields(job))
             raise TooManyRunning(limit, listed)
 
+    def share(self, user_id: str) -> tuple[int, int]:
+        """(jobs the account runs now, the most it may run at once): what the start buttons say."""
+        return len(self.store.running_ids(str(user_id))), int(self.app.config["EPM_MAX_RUNNING_PER_USER"])
+
     def _forget(self, job: Job) -> None:
         """Undo a start that could not reach Redis: no row, no lock, as if it never began."""
         try:

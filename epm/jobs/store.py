@@ -271,6 +271,18 @@ class JobStore:
                 except redis.WatchError:
                     continue
 
+    def running_ids(self, user_id: str, *, settle: float = 60.0) -> list[str]:
+        """The user's jobs that count against their share now (what ``admit`` would count), read only."""
+        members = self.redis.zrange(self.user_running_key(user_id), 0, -1, withscores=True)
+        if not members:
+            return []
+        reads = self.redis.pipeline(transaction=False)
+        for job_id, _ in members:
+            reads.hget(self.job_key(job_id), "status")
+        now = time.time()
+        return [job_id for (job_id, admitted), status in zip(members, reads.execute(), strict=True)
+                if status not in TERMINAL_VALUES and not (status is None and now - admitted > settle)]
+
     def leave(self, job: Job) -> None:
         """``job`` no longer counts among its user's active jobs."""
         self.redis.zrem(self.user_running_key(job.user_id), job.id)

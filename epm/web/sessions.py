@@ -188,7 +188,9 @@ def new():
 @login_required
 def show(session_id: int):
     session = owned_session(session_id)
-    return render_template("sessions/show.html", s=session, panels=operation_panels(session, _uid()))
+    running, limit = current_jobs().share(_uid())
+    return render_template("sessions/show.html", s=session, panels=operation_panels(session, _uid()),
+                           running=running, max_running=limit)
 
 
 @bp.route("/sessions/<int:session_id>/edit", methods=["GET", "POST"])

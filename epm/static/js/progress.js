@@ -19,7 +19,11 @@ const RECENT_OUTCOME_MS = 10 * 60 * 1000;
 export function init(sections) {
   const panels = [...sections].map(setUp);
   if (!panels.length) return;
-  jobs.subscribe(() => panels.forEach(render));
+  const capNote = document.querySelector("[data-cap-reason]");
+  jobs.subscribe(() => {
+    const atCap = accountAtCap(capNote);
+    panels.forEach((panel) => render(panel, atCap));
+  });
   // Between two reports the elapsed time moves: real time, not invented progress.
   setInterval(() => panels.forEach(tickElapsed), 1000);
 }
@@ -57,7 +61,16 @@ function jobsOf(panel) {
   return jobs.all().filter((job) => job.job_type === panel.operation && String(job.session_id) === panel.sessionId);
 }
 
-function render(panel) {
+// The account may run `data-max-running` jobs at once (EPM_MAX_RUNNING_PER_USER): at that many, every
+// start button waits, the note says why, and a start would only be refused with 429.
+function accountAtCap(capNote) {
+  if (!capNote) return false;
+  const atCap = jobs.all().filter(jobs.isActive).length >= Number(capNote.dataset.maxRunning);
+  capNote.hidden = !atCap;
+  return atCap;
+}
+
+function render(panel, atCap = false) {
   const mine = jobsOf(panel);
   const running = mine.find(jobs.isActive);
   if (running) {
@@ -68,8 +81,12 @@ function render(panel) {
     return;
   }
   if (!panel.button.dataset.busy) {
-    panel.button.disabled = Boolean(panel.button.dataset.blocked);
+    panel.button.disabled = Boolean(panel.button.dataset.blocked) || atCap;
     panel.button.textContent = panel.idleLabel;
+    if (!panel.button.dataset.blocked) {
+      if (atCap) panel.button.setAttribute("aria-describedby", "cap-reason");
+      else panel.button.removeAttribute("aria-describedby");
+    }
   }
   const newest = mine[0];
   if (newest && (panel.watched.has(newest.id) || endedRecently(newest))) showOutcome(panel, newest);
