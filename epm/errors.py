@@ -101,6 +101,8 @@ def answer(error: EpmError):
     """The HTTP answer for ``error``: JSON under /api/ (or when asked for), a readable page elsewhere."""
     from flask import current_app, jsonify, render_template, request
 
+    if error.status == 503 and request.headers.get("Accept", "").split(";")[0].strip() == "text/event-stream":
+        return event_stream_unavailable(error)
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
         response = jsonify(error.to_dict())
         response.status_code = error.status
@@ -109,6 +111,27 @@ def answer(error: EpmError):
     if error.status == 503:
         response.headers["Retry-After"] = "5"
     return response
+
+
+#: milliseconds a browser's EventSource waits before it reconnects after an outage answer
+UNAVAILABLE_RETRY_MS = 5000
+
+
+def event_stream_unavailable(error: EpmError):
+    """An outage told to a browser's EventSource in the one answer it does not give up on.
+
+    An EventSource closes for good on any answer but ``200 text/event-stream``, so an outage (Redis
+    away while the stream opens, or while the request is signed in) gets one: ``retry`` (it reconnects
+    by itself after that many milliseconds), an ``unavailable`` event carrying the API's error JSON,
+    then the end of the stream. Clients that ask for JSON get the plain 503.
+    """
+    import json
+
+    from flask import Response
+
+    body = (f"retry: {UNAVAILABLE_RETRY_MS}\n\nevent: unavailable\n"
+            f"data: {json.dumps(error.to_dict(), separators=(',', ':'))}\n\n")
+    return Response(body, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def is_outage(error: Exception) -> bool:

@@ -333,6 +333,12 @@ class NaiveContext:
     def check_cancelled(self) -> None:
         return None
 
+    def checkpoint(self, name: str, value: Any) -> None:
+        return None  # the naive design keeps no checkpoints
+
+    def checkpoint_value(self, name: str, default: Any = None) -> Any:
+        return default
+
     def run_blocking(self, fn, *args, **kwargs):
         return fn(*args, **kwargs)
 

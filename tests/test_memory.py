@@ -85,8 +85,7 @@ def test_a_few_hundred_finished_jobs_leave_nothing_per_job_in_the_process(app, m
 
     # One user's event stream stays open through every job, like a browser tab left open for days.
     followed = users[0]
-    body = sse.stream(hub, [service.store.user_channel(followed)], lambda: service.recent(followed),
-                      heartbeat=0.05)
+    body = sse.stream(hub, [service.store.user_channel(followed)], lambda: service.recent(followed))
     counts = {user_id: FOLLOWED_USER_JOBS if user_id == followed else JOBS_PER_USER for user_id in users}
     ids = _run_jobs(app, counts)
     assert {user_id: len(job_ids) for user_id, job_ids in ids.items()} == counts

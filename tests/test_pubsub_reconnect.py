@@ -13,7 +13,7 @@ import pytest
 
 from epm import create_app
 from epm.extensions import db
-from tests.conftest import _test_config, make_user
+from tests.conftest import _test_config, make_user, sign_in
 from tests.fault_support import RedisServer
 from tests.support import wait_for
 
@@ -44,9 +44,7 @@ def app(own_redis, tmp_path, sqlite_template):
 def signed_in(app):
     user = make_user(app)
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = str(user.id)
-        session["_fresh"] = True
+    sign_in(app, client, user.id)
     return client, str(user.id)
 
 

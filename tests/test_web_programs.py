@@ -212,8 +212,7 @@ def test_program_exports_are_plain_links_that_parse(app, auth_client):
 
     other = make_user(app, "eve")
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = str(other.id)
+    sign_in(app, client, other.id)
     assert client.get(f"{url}/tasks.csv").status_code == 404
     assert client.get(f"{url}/milestones.ics").status_code == 404
 
