@@ -27,6 +27,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = _instance_secret(app)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "epm.sqlite")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # The pool settings are PostgreSQL's: SQLite's own pools (one file, or one in-memory database) stay.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {key: value for key, value in app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+                                                   .items() if key not in config_module.POOL_OPTIONS}
 
     logs.init_app(app)
     memtrace.init_app(app)

@@ -70,6 +70,9 @@ def database_uri(url: str, connect_timeout: int = 3) -> str:
     return url
 
 
+POOL_OPTIONS = ("pool_size", "max_overflow", "pool_timeout")
+
+
 def engine_options(env: Mapping[str, str], database_url: str | None) -> dict[str, Any]:
     """The SQLAlchemy pool of one process: ``EPM_DB_POOL_SIZE`` connections, ``EPM_DB_MAX_OVERFLOW`` more in a burst.
 
@@ -78,7 +81,7 @@ def engine_options(env: Mapping[str, str], database_url: str | None) -> dict[str
     the pool exhausted waits ``EPM_DB_POOL_TIMEOUT`` seconds, then answers 503.
     """
     options: dict[str, Any] = {"pool_pre_ping": True}
-    if database_url and not database_url.startswith("sqlite"):
+    if database_url:
         options.update(pool_size=_int(env, "EPM_DB_POOL_SIZE", 5), max_overflow=_int(env, "EPM_DB_MAX_OVERFLOW", 5),
                        pool_timeout=_float(env, "EPM_DB_POOL_TIMEOUT", 10.0))
     return options
