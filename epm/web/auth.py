@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from datetime import timedelta
 from functools import cache
 from urllib.parse import urlsplit
@@ -158,7 +159,7 @@ def create_user(username: str, password: str) -> User:
         errors["username"] = "That username is taken."
     if errors:
         raise ValidationFailed("Please correct the marked fields.", errors)
-    user = User(username=username, password_hash=run_blocking(generate_password_hash, password))
+    user = User(username=username, password_hash=hash_work(generate_password_hash, password))
     db.session.add(user)
     try:
         db.session.commit()
@@ -206,6 +207,22 @@ def login():
     return render_template("auth/login.html", error=error, username=username), 401 if error else 200
 
 
+# One password hash at a time per process: a burst of sign-ins queues here instead of oversubscribing the
+# cores with scrypt threads, which would starve the event loop's own thread (every other request's).
+_HASHING = threading.BoundedSemaphore(1)
+
+
+def hash_work(fn, *args):
+    """Run password hashing ``fn(*args)`` off the event loop, one at a time, holding no database connection.
+
+    The request's database session ends first (its reads are done; what it loaded stays readable), so a
+    queue of sign-ins waiting for the hasher never holds the pool's connections.
+    """
+    db.session.close()
+    with _HASHING:
+        return run_blocking(fn, *args)
+
+
 @cache
 def _unknown_user_hash() -> str:
     """A hash made like a real one, checked when the username is unknown: the same work either way."""
@@ -218,7 +235,7 @@ def authenticate(username: str, password: str) -> User | None:
     if len(username) <= 80:
         user = db.session.scalar(select(User).where(func.lower(User.username) == username.lower()))
     stored = user.password_hash if user is not None else _unknown_user_hash()
-    matches = run_blocking(check_password_hash, stored, password)
+    matches = hash_work(check_password_hash, stored, password)
     return user if matches and user is not None else None
 
 
@@ -227,7 +244,9 @@ def change_password(user: User, password: str) -> None:
     if len(password or "") < MIN_PASSWORD:
         raise ValidationFailed("Please correct the marked fields.",
                                {"password": f"Use at least {MIN_PASSWORD} characters."})
-    user.password_hash = run_blocking(generate_password_hash, password)
+    password_hash = hash_work(generate_password_hash, password)
+    user = db.session.merge(user)
+    user.password_hash = password_hash
     db.session.commit()
     end_sessions(user.id)
 
