@@ -130,3 +130,5 @@ def test_each_worker_reports_its_event_loop_lag(server):
     assert wait_for(lambda: ticks() >= first + 20, timeout=30, message="20 more loop ticks")
     samples, _ = scrape(server)
     assert 0 <= value(samples, "epm_event_loop_lag_max_seconds") < 30
+    # Serving requests runs greenlets: the longest run between two switches is known, and short.
+    assert 0 < value(samples, "epm_event_loop_block_max_seconds") < 30
