@@ -245,17 +245,7 @@ class JobStore:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(key)
-                    members = pipe.zrange(key, 0, -1, withscores=True)
-                    now = time.time()
-                    active, stale = [], []
-                    reads = self.redis.pipeline(transaction=False)
-                    for job_id, _ in members:
-                        reads.hget(self.job_key(job_id), "status")
-                    for (job_id, admitted), status in zip(members, reads.execute() if members else [], strict=True):
-                        if status in TERMINAL_VALUES or (status is None and now - admitted > settle):
-                            stale.append(job_id)
-                        else:
-                            active.append(job_id)
+                    active, stale = self._share(pipe.zrange(key, 0, -1, withscores=True), settle)
                     if len(active) >= limit:
                         if stale:
                             pipe.multi()
@@ -265,7 +255,7 @@ class JobStore:
                     pipe.multi()
                     if stale:
                         pipe.zrem(key, *stale)
-                    pipe.zadd(key, {job.id: now})
+                    pipe.zadd(key, {job.id: time.time()})
                     pipe.execute()
                     return []
                 except redis.WatchError:
@@ -273,15 +263,21 @@ class JobStore:
 
     def running_ids(self, user_id: str, *, settle: float = 60.0) -> list[str]:
         """The user's jobs that count against their share now (what ``admit`` would count), read only."""
-        members = self.redis.zrange(self.user_running_key(user_id), 0, -1, withscores=True)
+        return self._share(self.redis.zrange(self.user_running_key(user_id), 0, -1, withscores=True), settle)[0]
+
+    def _share(self, members: list[tuple[str, float]], settle: float) -> tuple[list[str], list[str]]:
+        """Split a share's (job id, admitted) members into (active, stale) by their hashes' status."""
         if not members:
-            return []
+            return [], []
         reads = self.redis.pipeline(transaction=False)
         for job_id, _ in members:
             reads.hget(self.job_key(job_id), "status")
         now = time.time()
-        return [job_id for (job_id, admitted), status in zip(members, reads.execute(), strict=True)
-                if status not in TERMINAL_VALUES and not (status is None and now - admitted > settle)]
+        active, stale = [], []
+        for (job_id, admitted), status in zip(members, reads.execute(), strict=True):
+            gone = status in TERMINAL_VALUES or (status is None and now - admitted > settle)
+            (stale if gone else active).append(job_id)
+        return active, stale
 
     def leave(self, job: Job) -> None:
         """``job`` no longer counts among its user's active jobs."""
