@@ -54,8 +54,13 @@ def test_dashboard_filters_by_status_and_type(auth_client):
     done = _finished(auth_client, _start(auth_client, steps=1)["id"])
     failed = _finished(auth_client, _start(auth_client, steps=1, fail_at=1)["id"])
 
-    page = auth_client.get("/jobs?status=failed").get_data(as_text=True)
-    assert failed["id"] in page and done["id"] not in page
+    # The status filter reads PostgreSQL, whose row follows the terminal state in Redis: wait for it.
+    def failed_page() -> str | None:
+        text = auth_client.get("/jobs?status=failed").get_data(as_text=True)
+        return text if failed["id"] in text else None
+
+    page = wait_for(failed_page, message="the failed job's row")
+    assert done["id"] not in page
     assert '<option value="failed" selected>' in page
 
     page = auth_client.get("/jobs?job_type=epm_generation").get_data(as_text=True)
