@@ -148,6 +148,15 @@ class Browserish:
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.get(path, **kwargs)
 
+    def wait_finished(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll the job until it is terminal; return its last state (the test fails after ``timeout``)."""
+
+        def finished() -> dict[str, Any] | None:
+            job = self.get(f"/api/background-jobs/{job_id}").json()["job"]
+            return job if job["terminal"] else None
+
+        return wait_for(finished, timeout=timeout, interval=0.2, message=f"job {job_id} to finish")
+
     def start_demo(self, **params: Any) -> dict[str, Any]:
         response = self.post("/api/background-jobs", json={"job_type": "demo_countdown", "params": params})
         assert response.status_code == 202, response.text

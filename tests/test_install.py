@@ -150,13 +150,7 @@ def test_the_installed_server_runs_a_job_end_to_end(server):
         session = created.json()["session"]
         started = user.post(f"/api/sessions/{session['id']}/epm_generation")
         assert started.status_code == 202, started.text
-        job_id = started.json()["job"]["id"]
-
-        def finished():
-            job = user.get(f"/api/background-jobs/{job_id}").json()["job"]
-            return job if job["terminal"] else None
-
-        job = wait_for(finished, timeout=60, interval=0.2, message="the job to finish on the installed server")
+        job = user.wait_finished(started.json()["job"]["id"], timeout=60)
         assert job["status"] == "completed", job
         assert user.get(job["result"]["url"]).status_code == 200
     finally:

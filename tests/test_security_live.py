@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tests.support import Browserish, LiveServer, real_backends, upgrade_database, wait_for
+from tests.support import Browserish, LiveServer, real_backends, upgrade_database
 
 pytestmark = pytest.mark.live
 
@@ -159,13 +159,7 @@ def test_a_redirect_to_javascript_fails_that_source_and_the_others_still_count(s
     assert created.status_code == 201, created.text
     started = user.post(f"/api/sessions/{created.json()['session']['id']}/web_research")
     assert started.status_code == 202, started.text
-    job_id = started.json()["job"]["id"]
-
-    def finished():
-        job = user.get(f"/api/background-jobs/{job_id}").json()["job"]
-        return job if job["terminal"] else None
-
-    job = wait_for(finished, timeout=30, message="the research job to finish")
+    job = user.wait_finished(started.json()["job"]["id"], timeout=30)
     assert job["status"] == "completed", json.dumps(job)
     report = user.get(job["result"]["url"])
     assert report.status_code == 200
