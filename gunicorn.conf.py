@@ -105,38 +105,37 @@ def on_exit(server):
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-# -- the job system's part in a worker's life (epm/jobs/lifecycle.py) ---------------------------------
+# -- the job system's part in a worker's life (epm/gunicorn_hooks.py) ---------------------------------
 def post_worker_init(worker):
     """Stop gracefully on SIGTERM and at max_requests; run upkeep at once to reconcile what was left.
 
     Also start measuring the gevent loop's blocks (``epm_event_loop_lag_seconds`` in /metrics)."""
-    from epm import metrics
-    from epm.jobs import lifecycle
+    from epm import gunicorn_hooks, metrics
 
-    lifecycle.attach(worker)
+    gunicorn_hooks.attach(worker)
     metrics.start_loop_monitor()
 
 
 def worker_int(worker):
     """SIGINT/SIGQUIT: a quick stop, so running jobs are recorded as interrupted now."""
-    from epm.jobs import lifecycle
+    from epm import gunicorn_hooks
 
-    if (life := lifecycle.lifecycle_of(worker)) is not None:
+    if (life := gunicorn_hooks.lifecycle_of(worker)) is not None:
         life.interrupt_now("quitting")
 
 
 def worker_abort(worker):
     """SIGABRT after gunicorn's timeout: the worker dies next; record its jobs as interrupted first."""
-    from epm.jobs import lifecycle
+    from epm import gunicorn_hooks
 
-    if (life := lifecycle.lifecycle_of(worker)) is not None:
+    if (life := gunicorn_hooks.lifecycle_of(worker)) is not None:
         life.interrupt_now("aborted")
 
 
 def worker_exit(server, worker):
     """The worker's loop has ended: wait for its jobs to finish or be recorded as interrupted."""
-    from epm.jobs import lifecycle
+    from epm import gunicorn_hooks
 
-    if (life := lifecycle.lifecycle_of(worker)) is not None:
+    if (life := gunicorn_hooks.lifecycle_of(worker)) is not None:
         life.begin_shutdown("exiting")
         life.wait()

@@ -62,7 +62,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         log.warning("SECRET_KEY is not set: using the instance folder's key, which other instances "
                     "do not share; set SECRET_KEY when running more than one")
     if app.config["EPM_MAINTENANCE"] and not app.config.get("TESTING"):
-        app.extensions["epm.maintenance"].start()
+        app.extensions["epm.upkeep"].start()
     return app
 
 

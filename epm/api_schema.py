@@ -13,29 +13,22 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from flask import Blueprint, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from flask import Blueprint, jsonify
+from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ValidationFailed
+from .jobs.api import StartJob
 from .jobs.job import JobStatus
+from .request_body import STRICT as _STRICT
+from .request_body import parse_body
 
 bp = Blueprint("api_schema", __name__, url_prefix="/api")
 
-Model = TypeVar("Model", bound=BaseModel)
-_STRICT = ConfigDict(extra="forbid")
+__all__ = ["StartJob", "parse_body"]
 
 
 # -- request bodies -------------------------------------------------------------------------------------
-class StartJob(BaseModel):
-    """Start an operation that needs no strategy session."""
-
-    model_config = _STRICT
-    job_type: str = Field(min_length=1, max_length=64, description="An operation's name (GET /api/operations).")
-    params: dict[str, Any] = Field(default_factory=dict, description="The operation's parameters.")
-
-
 class SessionFields(BaseModel):
     """A strategy session's fields; the same rules as the form then apply (epm.web.session_input)."""
 
@@ -53,21 +46,6 @@ class SessionPatch(SessionFields):
     """Only the fields sent are changed."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-
-
-def parse_body(model: type[Model]) -> dict[str, Any]:
-    """The request's JSON body checked against ``model``: the fields sent, or ``ValidationFailed`` per field."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationFailed("Send a JSON object as the body.", {"body": "must be a JSON object"})
-    try:
-        model.model_validate(body)
-    except ValidationError as exc:
-        fields = {".".join(str(part) for part in error["loc"]) or "body": error["msg"]
-                  for error in exc.errors(include_url=False)}
-        raise ValidationFailed("Please correct the marked fields.", fields) from None
-    # The values as sent: the shared rules (and the operation's own) convert them.
-    return body
 
 
 # -- responses ------------------------------------------------------------------------------------------

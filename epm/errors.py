@@ -180,7 +180,7 @@ def init_app(app) -> None:
 
     @app.errorhandler(redis.RedisError)
     def on_redis_error(error: redis.RedisError):
-        from .jobs import signals
+        from . import signals
 
         if not isinstance(error, redis.ConnectionError | redis.TimeoutError):
             # A command Redis refused (a wrong type, a script error) is a bug, not an outage.
@@ -193,8 +193,8 @@ def init_app(app) -> None:
 
     @app.errorhandler(SQLAlchemyError)
     def on_database_error(error: SQLAlchemyError):
+        from . import signals
         from .extensions import db
-        from .jobs import signals
 
         db.session.rollback()
         if not is_outage(error):

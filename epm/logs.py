@@ -15,12 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from flask import Flask, g, has_request_context, request
 
-if TYPE_CHECKING:
-    from .jobs.job import Job
+
+class Job(Protocol):
+    """What a log line says of a job (``epm.jobs.job.Job`` has it; the logs know nothing more of jobs)."""
+
+    id: str
+    job_type: str
+    user_id: str
+
 
 _CONTEXT_FIELDS = ("job_id", "job_type", "user_id", "request_id")
 # The job whose runner logs in this thread (greenlet, under gevent): its fields go on every record.

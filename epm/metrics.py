@@ -21,14 +21,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from .jobs import signals
+from . import signals
 from .jobs.sse import LatestSeqs
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from .jobs.job import Job
-    from .jobs.store import JobStore
+    from .jobs.service import JobService
 
 log = logging.getLogger("epm.metrics")
 
@@ -151,7 +151,7 @@ def _trace_blocks(hub: Any) -> None:
     greenlet.settrace(trace)
 
 
-def render(store: JobStore, accept: str | None = None) -> tuple[bytes, str]:
+def render(jobs: JobService, accept: str | None = None) -> tuple[bytes, str]:
     """The exposition and its content type (OpenMetrics when ``accept`` asks for it, else Prometheus text).
 
     Every process's metrics (or this one's), and the cluster's queues read from Redis now.
@@ -163,7 +163,7 @@ def render(store: JobStore, accept: str | None = None) -> tuple[bytes, str]:
         MultiProcessCollector(registry)
     else:
         registry.register(REGISTRY)
-    registry.register(_LiveState(store))
+    registry.register(_LiveState(jobs))
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
 
@@ -171,15 +171,14 @@ def render(store: JobStore, accept: str | None = None) -> tuple[bytes, str]:
 class _LiveState:
     """Gauges read from Redis at each scrape: the same for every instance, so aggregate them with max()."""
 
-    def __init__(self, store: JobStore):
-        self.store = store
+    def __init__(self, jobs: JobService):
+        self.jobs = jobs
 
     def collect(self):
         import redis
 
         try:
-            queues = self.store.queue_stats()
-            dead = self.store.dead_letter_count()
+            queues = self.jobs.queue_stats()
         except redis.RedisError as exc:
             # The scrape still answers with the process metrics; the error is counted and readyz says why.
             _on_backend_error(exc, backend="redis")
@@ -189,7 +188,7 @@ class _LiveState:
                                 value=queues["outbox"])
         yield GaugeMetricFamily("epm_outbox_dead_letters",
                                 "Finished jobs the database refused for their data (see `flask jobs dead-letters`).",
-                                value=dead)
+                                value=queues["dead_letters"])
         yield GaugeMetricFamily("epm_jobs_active", "Jobs in the active set (running or pending, any instance).",
                                 value=queues["active"])
         yield GaugeMetricFamily("epm_jobs_overdue", "Active jobs whose heartbeat deadline passed (the reaper's next).",

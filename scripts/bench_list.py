@@ -29,6 +29,7 @@ import benchlib
 from benchlib import Backends, CpuMeter, HttpConnection, Server, median, percentile, print_table
 
 from epm.jobs.job import Job, JobStatus, iso, next_seq
+from epm.jobs.store import Guard
 
 SIZES = {
     "quick": {"rounds": 2, "seconds": 2.0, "concurrency": 8, "active": 20, "finished": 1000, "counted": 50,
@@ -54,10 +55,10 @@ def seed(app, user_id: str, active: int, finished: int) -> list[Job]:
         status = {3: "failed", 7: "cancelled"}.get(index % 10, "completed")
         rows.append({"id": uuid.uuid4().hex, "job_type": "demo_countdown", "title": "Demo countdown",
                      "status": status, "progress": 100 if status == "completed" else 40,
-                     "progress_message": "Countdown finished", "params": {"steps": 10},
-                     "result_data": {"summary": "Counted 10 steps", "steps": 10} if status == "completed" else None,
+                     "message": "Countdown finished", "params": {"steps": 10},
+                     "result": {"summary": "Counted 10 steps", "steps": 10} if status == "completed" else None,
                      "error_code": "demo_failure" if status == "failed" else None,
-                     "error_message": "The countdown was told to fail." if status == "failed" else None,
+                     "error": "The countdown was told to fail." if status == "failed" else None,
                      "user_id": user_id, "created_at": created, "started_at": created,
                      "completed_at": created + timedelta(seconds=20), "acknowledged_at": created})
     live = []
@@ -69,14 +70,14 @@ def seed(app, user_id: str, active: int, finished: int) -> list[Job]:
         job.seq = next_seq(0)
         live.append(job)
         rows.append({"id": job.id, "job_type": job.job_type, "title": job.title, "status": "pending",
-                     "progress": 0, "progress_message": "Waiting to start", "params": {"steps": 20},
+                     "progress": 0, "message": "Waiting to start", "params": {"steps": 20},
                      "user_id": user_id, "created_at": created})
     with app.app_context():
         db.session.execute(insert(BackgroundJob), rows)
         db.session.commit()
         store = current_jobs().store
         for job in live:
-            store.save(job, publish=False)
+            store.write(job, Guard.RECORD, publish=False)
         db.session.remove()
     return live
 

@@ -3,7 +3,7 @@
 Measured through the real code: ``JobStore.save`` and ``ctx.progress()`` run inside a job that the
 real ``JobService`` started, on the run's Redis and database (``REDIS_URL``/``DATABASE_URL``, or the
 embedded default). Beside them, in the same rounds: a ``PING`` on the same Redis client (the floor of
-one round trip) and the naive design, ``UPDATE background_jobs SET progress=..., progress_message=...``
+one round trip) and the naive design, ``UPDATE background_jobs SET progress=..., message=...``
 and ``COMMIT`` per update. Then the database writes of whole jobs (ours: the insert and the terminal
 state; naive: one more per update), and what coalescing does to a job that calls ``progress()``
 10,000 times in a tight loop.
@@ -27,6 +27,7 @@ from benchlib import Backends, median, print_table, statement_counter
 
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
 from epm.jobs.registry import operation
+from epm.jobs.store import Guard
 
 SIZES = {
     # rounds of (ping, save, progress, ..., naive); turns per round; a naive update every n-th turn;
@@ -71,13 +72,13 @@ def cost_probe(ctx) -> dict[str, Any]:
         job.updated_at = iso(utcnow())
         return job
 
-    store.save(shadow)
+    store.write(shadow, Guard.RECORD)
     peers = Peers(current_app.config["REDIS_URL"], store.prefix)
     designs: dict[str, Any] = {
         "ping": lambda index: client.ping(),
         "progress": lambda index: ctx.progress(index % 100, f"Update {index}"),
         "store_update": lambda index: store.save_progress(step(shadow, index)),
-        "save": lambda index: store.save(step(shadow, index)),
+        "save": lambda index: store.write(step(shadow, index), Guard.RECORD),
         **peers.designs(),
     }
     unrelated = benchlib.unrelated_work
@@ -90,7 +91,7 @@ def cost_probe(ctx) -> dict[str, Any]:
         naive_update = update(BackgroundJob).where(BackgroundJob.id == naive.id)
 
         def naive_write(index: int) -> None:
-            conn.execute(naive_update.values(progress=index % 100, progress_message=f"Update {index}"))
+            conn.execute(naive_update.values(progress=index % 100, message=f"Update {index}"))
             conn.commit()
 
         for _ in range(params["rounds"]):
@@ -192,7 +193,7 @@ def _row(job: Job) -> dict[str, Any]:
     from epm.jobs.job import parse_iso
 
     return {"id": job.id, "job_type": job.job_type, "title": job.title, "status": job.status.value,
-            "progress": 0, "progress_message": "", "user_id": job.user_id, "created_at": parse_iso(job.created_at)}
+            "progress": 0, "message": "", "user_id": job.user_id, "created_at": parse_iso(job.created_at)}
 
 
 # -- helpers -------------------------------------------------------------------------------------------
@@ -324,7 +325,7 @@ class NaiveContext:
         self._update = update(BackgroundJob).where(BackgroundJob.id == job_id)
 
     def progress(self, percent: float, message: str | None = None) -> None:
-        self.conn.execute(self._update.values(progress=int(percent), progress_message=message))
+        self.conn.execute(self._update.values(progress=int(percent), message=message))
         self.conn.commit()
 
     def stage(self, percent: float, message: str, seconds: float | None = None) -> None:

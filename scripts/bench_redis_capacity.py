@@ -24,7 +24,7 @@ import uuid
 import redis
 
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
-from epm.jobs.store import JobStore
+from epm.jobs.store import Guard, JobStore
 
 WRITERS = 8
 UPDATES_PER_JOB = 10 + 1  # coalesced progress (EPM_PROGRESS_INTERVAL 0.1 s) and one heartbeat a second
@@ -46,7 +46,7 @@ def run(client: redis.Redis, store: JobStore, jobs: list[Job], seconds: float, k
             if kind == "save":
                 job.progress = (job.progress + 1) % 100
                 job.seq = next_seq(job.seq)
-                store.save(job, progress_only=True)
+                store.save_progress(job)
             else:
                 store.redis.ping()
             counts[n] += 1
@@ -73,7 +73,7 @@ def main() -> None:
     jobs = [Job(id=uuid.uuid4().hex, job_type="bench", user_id=f"u{n}", status=JobStatus.RUNNING, message="x",
                 created_at=now, started_at=now, updated_at=now, seq=next_seq(0)) for n in range(WRITERS)]
     for job in jobs:
-        store.save(job, publish=False)
+        store.write(job, Guard.RECORD, publish=False)
     results: dict[str, list[tuple[int, float]]] = {"ping": [], "save": []}
     try:
         for _ in range(args.rounds):

@@ -16,7 +16,7 @@ import redis
 from epm import create_app
 from epm.extensions import db
 from epm.models import User
-from tests.support import PostgresDatabase, real_backends, upgrade_database
+from tests.support import LiveServer, PostgresDatabase, real_backends, upgrade_database
 
 BACKENDS = ["embedded", "real"]
 
@@ -166,3 +166,37 @@ def pytest_report_header(config) -> list[str]:
     if os.environ.get("EPM_BROWSER_TESTS") == "0":
         lines.append("epm browser tests: off (EPM_BROWSER_TESTS=0)")
     return lines
+
+
+@pytest.fixture(scope="module")
+def backend_env(request, tmp_path_factory):
+    """``backend_env(name, **settings)``: the environment of a live server for this module, on real Redis and
+    PostgreSQL when configured, else on the embedded default (a migrated SQLite file of its own)."""
+
+    def build(name: str, **settings: str) -> dict[str, str]:
+        env = {"SECRET_KEY": name, "EPM_KEY_PREFIX": f"epm{name}:{uuid.uuid4().hex[:8]}:", **settings}
+        if real_backends():
+            env["REDIS_URL"] = real_backends()[0]
+            env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+        else:
+            env["REDIS_URL"] = ""
+            env["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp(name) / 'epm.sqlite'}"
+            upgrade_database(env["DATABASE_URL"])
+        return env
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def start_server(backend_env):
+    """``start_server(name, workers=1, **settings)``: a gunicorn+gevent server on ``backend_env``, stopped at
+    the module's end."""
+    started: list[LiveServer] = []
+
+    def start(name: str, workers: int = 1, **settings: str) -> LiveServer:
+        started.append(LiveServer(backend_env(name, **settings), workers=workers).start())
+        return started[-1]
+
+    yield start
+    for live in started:
+        live.stop()

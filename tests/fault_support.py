@@ -26,6 +26,7 @@ import httpx
 import pytest
 import redis
 
+from epm.jobs.store import Guard
 from tests.support import ROOT, Browserish, LiveServer, free_port, upgrade_database, wait_for
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -417,8 +418,16 @@ def cut_off_runner(monkeypatch, store, job_id: str) -> None:
     def cut_off(*args, **kwargs):
         raise redis.ConnectionError("this process lost Redis")
 
-    for name in ("save", "save_unless_finished", "heartbeat"):
+    real_write = store.write
+
+    def write(job, guard, **kwargs):
+        if guard is Guard.RUNNER:
+            cut_off()
+        return real_write(job, guard, **kwargs)
+
+    for name in ("save_progress", "heartbeat"):
         monkeypatch.setattr(store, name, cut_off)
+    monkeypatch.setattr(store, "write", write)
     wait_for(lambda: (store.redis.zscore(store.active_key, job_id) or 0) < time.time(), 5, 0.05,
              "the heartbeat to lapse")
 

@@ -9,9 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -184,3 +187,35 @@ class Browserish:
 
     def close(self) -> None:
         self.http.close()
+
+
+@contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run ``handler`` on a local HTTP server (threads, quiet) until the block ends; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def pages_handler(pages: dict[str, bytes]) -> type[BaseHTTPRequestHandler]:
+    """A handler answering each of ``pages`` (path -> HTML) with 200 and anything else with 404."""
+
+    class Pages(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # keep the test output quiet
+            return None
+
+        def do_GET(self) -> None:  # noqa: N802  (the name http.server looks for)
+            body = pages.get(self.path)
+            status, body = (200, body) if body is not None else (404, b"<html><body>Not found</body></html>")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Pages

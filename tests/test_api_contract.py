@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from epm.api_schema import openapi_document
-from tests.support import LiveServer, real_backends, upgrade_database
 
 pytestmark = pytest.mark.live
 
@@ -26,19 +25,8 @@ COUNTS = {"cases": 0, "server_errors": 0}
 
 
 @pytest.fixture(scope="module")
-def contract_server(request, tmp_path_factory):
-    env = {"SECRET_KEY": "contract", "EPM_KEY_PREFIX": f"epmcontract:{uuid.uuid4().hex[:8]}:", "EPM_DEMO": "1",
-           "EPM_SSE_HEARTBEAT": "1"}
-    if real_backends():
-        env["REDIS_URL"] = real_backends()[0]
-        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    else:
-        env["REDIS_URL"] = ""
-        env["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('contract') / 'epm.sqlite'}"
-        upgrade_database(env["DATABASE_URL"])
-    live = LiveServer(env, workers=1).start()
-    yield live
-    live.stop()
+def contract_server(start_server):
+    yield start_server("contract", EPM_SSE_HEARTBEAT="1")
     print(f"\nSchemathesis: {COUNTS['cases']} cases, {COUNTS['server_errors']} answered 5xx")
 
 

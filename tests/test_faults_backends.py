@@ -60,7 +60,7 @@ def test_fifty_jobs_ending_while_postgres_is_down_are_each_written_once_when_it_
                     and len(found) == 50 and found, 20, 0.1, "the outbox to be written to the database")
     for job_id, row in rows.items():
         live = backends.live_job(env, job_id)
-        assert (row["progress"], row["result_data"]["steps"]) == (100, 6)
+        assert (row["progress"], row["result"]["steps"]) == (100, 6)
         assert row["completed_at"].isoformat(timespec="milliseconds").replace("+00:00", "Z") == live["completed_at"]
     assert outbox_depth(backends, env) == 0
     written = Counter(re.findall(r"outbox: job (\w+) written to the database", server.log_path.read_text()))

@@ -97,7 +97,7 @@ def test_flask_jobs_reap_interrupts_the_jobs_of_a_dead_server(backends, fleet):
         active = f"{env['EPM_KEY_PREFIX']}jobs:active"
         wait_for(lambda: (client.zscore(active, job["id"]) or 0) < time.time(), 5, 0.1, "the heartbeat to lapse")
 
-    assert "reaped 1" in flask_jobs(env, "reap")
+    assert "reaped 1" in flask_jobs(env, "upkeep")
     assert backends.live_job(env, job["id"])["error_code"] == "interrupted"
     row = backends.rows([job["id"]])[job["id"]]
     assert (row["status"], row["error_code"]) == ("failed", "interrupted")

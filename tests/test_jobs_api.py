@@ -40,7 +40,7 @@ def test_started_job_runs_to_completion_and_is_recorded(app, auth_client):
             return row if row is not None and row.status == "completed" else None
 
         row = wait_for(completed_row, message="the terminal row")
-        assert row.result_data["steps"] == 3 and row.completed_at is not None and row.params == {"steps": 3}
+        assert row.result["steps"] == 3 and row.completed_at is not None and row.params == {"steps": 3}
 
 
 def test_list_is_newest_first_with_filters(auth_client):

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from epm.jobs import current_jobs
+from epm.jobs import JobContext, current_jobs
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
 from epm.jobs.registry import operation
-from epm.jobs.runner import JobContext
+from epm.jobs.store import REFUSED, WRITTEN, Guard
 from tests.support import wait_for
 
 
@@ -23,7 +23,7 @@ def _job(**kw) -> Job:
 
 def test_save_writes_the_hash_an_operator_reads_with_hgetall(app, plain_redis):
     store = current_jobs_store(app)
-    store.save(_job())
+    store.write(_job(), Guard.RECORD)
     prefix = app.config["EPM_KEY_PREFIX"]
     data = plain_redis.hgetall(f"{prefix}job:j1")
     assert data["status"] == "running"
@@ -37,28 +37,69 @@ def test_save_writes_the_hash_an_operator_reads_with_hgetall(app, plain_redis):
     assert plain_redis.ttl(f"{prefix}job:j1") == -1  # no TTL while active
 
 
-def test_save_is_one_round_trip(app):
-    store = current_jobs_store(app)
-    calls = []
-    real_pipeline = store.redis.pipeline
+def _commands_sent(store, action) -> list[str]:
+    """The Redis commands ``action()`` sends (it must not fail)."""
+    commands = []
+    real_execute = store.redis.execute_command
 
-    def counting_pipeline(*args, **kwargs):
-        pipe = real_pipeline(*args, **kwargs)
-        real_execute = pipe.execute
+    def counting(*args, **kwargs):
+        commands.append(args[0])
+        return real_execute(*args, **kwargs)
 
-        def execute(*a, **k):
-            calls.append(len(pipe.command_stack))
-            return real_execute(*a, **k)
-
-        pipe.execute = execute
-        return pipe
-
-    store.redis.pipeline = counting_pipeline
+    store.redis.execute_command = counting
     try:
-        store.save(_job())
+        assert action()
     finally:
-        store.redis.pipeline = real_pipeline
-    assert len(calls) == 1, "a progress update must be a single pipelined round trip"
+        store.redis.execute_command = real_execute
+    return commands
+
+
+def test_a_whole_write_is_one_evalsha(app):
+    store = current_jobs_store(app)
+    store.write(_job(), Guard.RECORD)  # the first call loads the script (SCRIPT LOAD): once per server
+    job = _job(progress=50, seq=next_seq(0))
+    assert _commands_sent(store, lambda: store.write(job, Guard.RUNNER) == WRITTEN) == ["EVALSHA"]
+
+
+def test_runner_guard_keeps_an_end(app):
+    store = current_jobs_store(app)
+    store.write(_job(status=JobStatus.FAILED, error_code="interrupted"), Guard.RECORD)
+    assert store.write(_job(progress=90), Guard.RUNNER) == REFUSED
+    assert store.load("j1").status is JobStatus.FAILED
+
+
+def test_runner_guard_keeps_a_newer_attempt(app):
+    store = current_jobs_store(app)
+    store.write(_job(attempt=2), Guard.RECORD)
+    assert store.write(_job(attempt=1, progress=90), Guard.RUNNER) == REFUSED
+    assert store.write(_job(attempt=2, progress=90), Guard.RUNNER) == WRITTEN
+    assert store.load("j1").progress == 90
+
+
+def test_missing_guard_writes_only_a_new_hash(app):
+    store = current_jobs_store(app)
+    assert store.write(_job(), Guard.MISSING) == WRITTEN
+    assert store.write(_job(progress=90), Guard.MISSING) == REFUSED
+    assert store.load("j1").progress == 40
+
+
+def test_record_guard_overwrites_an_end(app):
+    store = current_jobs_store(app)
+    store.write(_job(status=JobStatus.FAILED), Guard.RECORD)
+    assert store.write(_job(status=JobStatus.COMPLETED, progress=100), Guard.RECORD) == WRITTEN
+    assert store.load("j1").status is JobStatus.COMPLETED
+
+
+def test_a_terminal_write_leaves_the_active_set_and_the_share(app, plain_redis):
+    store = current_jobs_store(app)
+    prefix = app.config["EPM_KEY_PREFIX"]
+    store.write(_job(), Guard.RECORD)
+    plain_redis.hset(f"{prefix}job:j1", "cancel_requested", "1")
+    assert plain_redis.zscore(f"{prefix}user:7:running", "j1") is not None
+    store.write(_job(status=JobStatus.CANCELLED), Guard.RUNNER)
+    assert plain_redis.zscore(f"{prefix}jobs:active", "j1") is None
+    assert plain_redis.zscore(f"{prefix}user:7:running", "j1") is None
+    assert plain_redis.hget(f"{prefix}job:j1", "cancel_requested") is None
 
 
 def _follow_job_and_user(app, plain_redis):
@@ -82,7 +123,7 @@ def test_save_publishes_the_job_on_its_channel_and_the_users(app, plain_redis):
     prefix = app.config["EPM_KEY_PREFIX"]
     pubsub = _follow_job_and_user(app, plain_redis)
     job = _job()
-    store.save(job)
+    store.write(job, Guard.RECORD)
     received = _two_events(pubsub)
     assert {m["channel"] for m in received} == {f"{prefix}job:j1", f"{prefix}user:7"}
     event = json.loads(received[0]["data"])
@@ -94,24 +135,12 @@ def test_progress_write_is_one_evalsha_that_writes_changed_fields_and_publishes(
     store = current_jobs_store(app)
     prefix = app.config["EPM_KEY_PREFIX"]
     job = _job()
-    store.save(job)
-    store.save(job, progress_only=True)  # the first call loads the script (SCRIPT LOAD): once per server
+    store.write(job, Guard.RECORD)
+    store.save_progress(job)  # the first call loads the script (SCRIPT LOAD): once per server
     plain_redis.hset(f"{prefix}job:j1", "cancel_requested", "1")  # set by someone else: kept
     pubsub = _follow_job_and_user(app, plain_redis)
-    commands = []
-    real_execute = store.redis.execute_command
-
-    def counting(*args, **kwargs):
-        commands.append(args[0])
-        return real_execute(*args, **kwargs)
-
-    store.redis.execute_command = counting
-    try:
-        job.progress, job.message, job.seq, job.updated_at = 55, "More", next_seq(job.seq), iso(utcnow())
-        assert store.save(job, progress_only=True) is True
-    finally:
-        store.redis.execute_command = real_execute
-    assert commands == ["EVALSHA"]
+    job.progress, job.message, job.seq, job.updated_at = 55, "More", next_seq(job.seq), iso(utcnow())
+    assert _commands_sent(store, lambda: store.save_progress(job) is True) == ["EVALSHA"]
     data = plain_redis.hgetall(f"{prefix}job:j1")
     assert (data["progress"], data["message"], data["seq"]) == ("55", "More", str(job.seq))
     assert data["cancel_requested"] == "1" and data["status"] == "running"
@@ -126,10 +155,10 @@ def test_progress_write_after_redis_lost_the_job_writes_the_whole_state(app, pla
     store = current_jobs_store(app)
     prefix = app.config["EPM_KEY_PREFIX"]
     job = _job()
-    store.save(job)
+    store.write(job, Guard.RECORD)
     plain_redis.delete(f"{prefix}job:j1", f"{prefix}user:7:jobs")
     job.progress, job.seq = 60, next_seq(job.seq)
-    assert store.save(job, progress_only=True) is True
+    assert store.save_progress(job) is True
     data = plain_redis.hgetall(f"{prefix}job:j1")
     assert data["progress"] == "60" and data["job_type"] == "demo_countdown" and data["user_id"] == "7"
     assert data["created_at"] == job.created_at and data["title"] == "Demo"
@@ -140,10 +169,10 @@ def test_progress_write_never_overwrites_a_terminal_state(app, plain_redis):
     store = current_jobs_store(app)
     prefix = app.config["EPM_KEY_PREFIX"]
     job = _job()
-    store.save(job)
+    store.write(job, Guard.RECORD)
     plain_redis.hset(f"{prefix}job:j1", "status", "failed")
     job.progress, job.seq = 70, next_seq(job.seq)
-    assert store.save(job, progress_only=True) is False
+    assert store.save_progress(job) is False
     data = plain_redis.hgetall(f"{prefix}job:j1")
     assert data["status"] == "failed" and data["progress"] == "40"
 
@@ -165,7 +194,7 @@ def test_user_index_keeps_only_the_newest_jobs(app):
     store = current_jobs_store(app)
     store.keep_per_user = 3
     for n in range(5):
-        store.save(_job(id=f"j{n}", created_at=f"2026-01-0{n + 1}T00:00:00.000Z"))
+        store.write(_job(id=f"j{n}", created_at=f"2026-01-0{n + 1}T00:00:00.000Z"), Guard.RECORD)
     assert store.recent_ids("7") == ["j4", "j3", "j2"]
 
 
@@ -182,7 +211,7 @@ def test_lock_admits_one_job_per_user_session_and_type(app):
 
 def test_reaper_never_interrupts_a_job_whose_heartbeat_is_fresh(app):
     store = current_jobs_store(app)
-    store.save(_job())
+    store.write(_job(), Guard.RECORD)
     assert store.finish_orphan("j1", JobStatus.FAILED, error_code="interrupted", error="x") is None
     store.redis.zadd(store.active_key, {"j1": 1.0})  # deadline long past
     reaped = store.finish_orphan("j1", JobStatus.FAILED, error_code="interrupted", error="gone")

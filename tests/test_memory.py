@@ -15,9 +15,9 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from epm import metrics
+from epm import metrics, signals
 from epm.extensions import db
-from epm.jobs import signals, sse
+from epm.jobs import sse
 from tests.conftest import make_user
 from tests.support import wait_for
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,32 +13,15 @@ from epm.extensions import db
 from epm.jobs.job import Job, JobStatus
 from epm.models import Analysis, Program, StrategySession
 from tests.conftest import make_user
-from tests.support import wait_for
+from tests.support import pages_handler, serve_http, wait_for
 
 PAGE = (Path(__file__).parent / "data" / "operations" / "bike_shop.html").read_bytes()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-    def do_GET(self) -> None:  # noqa: N802
-        status, body = (200, PAGE) if self.path == "/shop" else (404, b"<h1>Not found</h1>")
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_http(pages_handler({"/shop": PAGE})) as url:
+        yield url
 
 
 def add_session(app, user, **fields) -> int:
@@ -74,7 +55,7 @@ def test_research_job_saves_a_report_of_every_source(app, site):
     job = run_job(app, "web_research", user, session_id)
     assert job.status is JobStatus.COMPLETED, job.error
     assert job.result["url"] == f"/sessions/{session_id}/research"
-    assert job.result["ready"] == "Research report ready" and job.result["view_label"] == "View report"
+    assert job.result["ready"] == "Research report ready" and job.result["view_label"] == "View research report"
     with app.app_context():
         analysis = db.session.get(Analysis, job.result["analysis_id"])
         assert (analysis.kind, analysis.session_id, analysis.user_id, analysis.job_id) == \

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from epm.errors import ValidationFailed
-from epm.jobs.runner import JobCancelled
+from epm.jobs.context import JobCancelled
 from epm.operations.canvas import build_canvas
 from epm.operations.inputs import SessionBrief
 from epm.operations.program import build_program, validate, workday, workdays_between

@@ -22,6 +22,7 @@ import pytest
 from epm.operations.fetch import FetchFailed, FetchPolicy, PageFetcher, address_refusal, resolve_host
 from epm.operations.inputs import SessionBrief
 from epm.operations.research import build_report, extract_page, failed_source, read_source
+from tests.support import serve_http
 
 PAGE = (Path(__file__).parent / "data" / "operations" / "bike_shop.html").read_bytes()
 MAX_BYTES = 20_000
@@ -80,14 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    _Handler.release.set()
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_http(_Handler) as url:
+        yield url
+        _Handler.release.set()
 
 
 def config(**overrides) -> dict:

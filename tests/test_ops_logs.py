@@ -8,25 +8,14 @@ import uuid
 
 import pytest
 
-from tests.support import Browserish, LiveServer, real_backends, upgrade_database, wait_for
+from tests.support import Browserish, LiveServer, wait_for
 
 pytestmark = pytest.mark.live
 
 
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory):
-    env = {"SECRET_KEY": "ops-logs", "EPM_KEY_PREFIX": f"epmlogs:{uuid.uuid4().hex[:8]}:", "LOG_FORMAT": "json",
-           "LOG_LEVEL": "INFO", "EPM_ACCESS_LOG": "-"}
-    if real_backends():
-        env["REDIS_URL"] = real_backends()[0]
-        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    else:  # the embedded default logs the same lines
-        env["REDIS_URL"] = ""
-        env["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('logs') / 'epm.sqlite'}"
-        upgrade_database(env["DATABASE_URL"])
-    live = LiveServer(env, workers=1).start()
-    yield live
-    live.stop()
+def server(start_server):
+    return start_server("logs", LOG_FORMAT="json", LOG_LEVEL="INFO", EPM_ACCESS_LOG="-")
 
 
 def log_lines(server: LiveServer) -> list[dict]:

@@ -15,10 +15,11 @@ import redis
 from epm.extensions import db
 from epm.jobs import current_jobs
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
-from epm.jobs.maintenance import Maintenance
 from epm.jobs.models import BackgroundJob
 from epm.jobs.registry import get_operation
 from epm.jobs.sse import stream
+from epm.jobs.store import Guard
+from epm.jobs.upkeep import Upkeep
 from tests.fault_support import cut_off_runner
 from tests.support import wait_for
 
@@ -65,7 +66,7 @@ def test_a_runner_cut_off_from_redis_whose_job_was_reaped_stops_and_overwrites_n
     reaped = store.finish_orphan(job.id, JobStatus.FAILED, error_code="interrupted", error="gone")
     assert reaped is not None
     with app.app_context():
-        service.record_terminal(reaped)
+        service.records.record_terminal(reaped)
     pubsub = store.redis.pubsub()
     pubsub.subscribe(store.job_channel(job.id))
     wait_for(lambda: pubsub.get_message(timeout=0.1) is not None, message="subscription confirmed")
@@ -88,16 +89,16 @@ def test_the_first_terminal_state_recorded_is_final_and_wins_back_redis(app):
     late = live(app, job.id)
     late.status, late.error_code, late.error = JobStatus.FAILED, "interrupted", "late"
     late.seq = next_seq(late.seq)
-    service.store.save(late)  # e.g. a runner that was cut off wrote its own ending meanwhile
+    service.store.write(late, Guard.RECORD)  # e.g. a runner that was cut off wrote its own ending meanwhile
 
     with app.app_context():
-        assert service.record_terminal(late) is True
+        assert service.records.record_terminal(late) is True
     row = row_of(app, job.id)
     assert (row.status, row.error_code) == ("completed", None)
     now = live(app, job.id)
     assert (now.status, now.error_code) == (JobStatus.COMPLETED, None) and now.seq > late.seq
     with app.app_context():
-        assert service.record_terminal(now) is True  # the same state again: nothing changes
+        assert service.records.record_terminal(now) is True  # the same state again: nothing changes
     assert row_of(app, job.id).completed_at == row.completed_at
 
 
@@ -117,7 +118,7 @@ def test_a_job_submitted_as_the_process_stops_ends_interrupted_instead_of_runnin
                   created_at=iso(utcnow()), seq=next_seq(0))
         db.session.add(BackgroundJob.from_job(job, {}))
         db.session.commit()
-        service.store.save(job)
+        service.store.write(job, Guard.RECORD)
         service.runner.submit(job, get_operation("demo_countdown"), {})
     assert (live(app, "late1").status, live(app, "late1").error_code) == (JobStatus.FAILED, "interrupted")
     assert row_of(app, "late1").status == "failed"
@@ -154,7 +155,7 @@ def test_an_operation_deaf_to_stop_is_recorded_interrupted_and_its_late_end_chan
 def test_a_row_left_active_with_no_state_in_redis_is_adopted_then_interrupted(app):
     service = app.extensions["epm.jobs"]
     no_resume(app)
-    maintenance = Maintenance(app, service)
+    maintenance = Upkeep(app, service.store, service.records, service.runner)
     created = iso(utcnow().replace(year=2020))
     orphan = Job(id="orphan1", job_type="demo_countdown", user_id="1", title="Demo countdown",
                  status=JobStatus.PENDING, created_at=created)
@@ -172,7 +173,7 @@ def test_a_row_left_active_with_no_state_in_redis_is_adopted_then_interrupted(ap
 
 def test_finished_jobs_come_back_into_redis_after_it_lost_its_data(app):
     service = app.extensions["epm.jobs"]
-    maintenance = Maintenance(app, service)
+    maintenance = Upkeep(app, service.store, service.records, service.runner)
     job = start(app, steps=1)
     wait_for(lambda: row_of(app, job.id).status == "completed")
     maintenance.run_once()  # the marker of a Redis that has its data

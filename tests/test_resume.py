@@ -62,7 +62,7 @@ def recorded(app, job_id: str) -> list[str]:
 def reap(app, service: JobService, **kwargs) -> list[Job]:
     with app.app_context():
         try:
-            return service.reap(**kwargs)
+            return service.upkeep.reap(**kwargs)
         finally:
             db.session.remove()
 

@@ -12,6 +12,7 @@ from epm import metrics
 from epm.extensions import db
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
 from epm.jobs.models import BackgroundJob, clean_text
+from epm.jobs.store import Guard
 
 
 def _outage_count() -> float:
@@ -103,11 +104,11 @@ def test_terminal_state_with_nul_and_surrogates_is_written(app):
     service = app.extensions["epm.jobs"]
     job = _terminal_job("1", error="http://a\x00b.example/ could not be read \ud800")
     job.result = {"sources": ["a\x00b"]}
-    assert service.record_terminal(job)
+    assert service.records.record_terminal(job)
     with app.app_context():
         row = db.session.get(BackgroundJob, job.id)
-        assert row.error_message == "http://ab.example/ could not be read \ufffd"
-        assert row.result_data == {"sources": ["ab"]}
+        assert row.error == "http://ab.example/ could not be read \ufffd"
+        assert row.result == {"sources": ["ab"]}
 
 
 @pytest.mark.real_backends
@@ -119,18 +120,18 @@ def test_a_refused_outbox_entry_becomes_a_dead_letter_and_the_others_are_written
     bad.title = "t" * 500  # longer than the column: PostgreSQL refuses the row for its data
     good = [_terminal_job("1") for _ in range(3)]
     for job in [bad, *good]:
-        service.store.save(job)
+        service.store.write(job, Guard.RECORD)
         service.store.outbox_add(job.id)
     assert service.store.outbox_ids()[0] == bad.id
     with app.app_context():  # as the maintenance loop runs it
-        assert service.flush_outbox() == 3
+        assert service.records.flush_outbox() == 3
     with app.app_context():
         written = set(db.session.scalars(select(BackgroundJob.id).where(BackgroundJob.id.in_([j.id for j in good]))))
     assert written == {job.id for job in good}
     assert service.store.outbox_depth() == 0
     letters = service.store.dead_letters()
     assert list(letters) == [bad.id] and "too long" in letters[bad.id]["reason"]
-    body, _ = metrics.render(service.store)
+    body, _ = metrics.render(service)
     assert b"epm_outbox_dead_letters 1.0" in body
     with app.app_context():
         result = app.test_cli_runner().invoke(args=["jobs", "dead-letters", "--json"])

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
-from tests.support import Browserish, LiveServer, real_backends, upgrade_database
+from tests.support import Browserish, LiveServer, serve_http
 
 pytestmark = pytest.mark.live
 
@@ -39,28 +37,15 @@ class _Site(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_http(_Site) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory) -> Iterator[LiveServer]:
-    env = {"SECRET_KEY": "hostile", "EPM_KEY_PREFIX": f"epmhostile:{uuid.uuid4().hex[:8]}:", "EPM_DEMO": "1",
-           "EPM_RESEARCH_ALLOW_PRIVATE": "1", "EPM_RATE_LIMITS": "1", "EPM_LIMIT_SIGNIN": "5 per minute",
-           "EPM_LIMIT_SIGNUP": "50 per minute", "EPM_LIMIT_START": "3 per minute"}
-    if real_backends():
-        env["REDIS_URL"] = real_backends()[0]
-        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    else:
-        env["REDIS_URL"] = ""
-        env["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'epm.sqlite'}"
-        upgrade_database(env["DATABASE_URL"])
-    live = LiveServer(env, workers=1).start()
-    yield live
-    live.stop()
+def server(start_server) -> LiveServer:
+    return start_server("hostile", EPM_RESEARCH_ALLOW_PRIVATE="1", EPM_RATE_LIMITS="1",
+                        EPM_LIMIT_SIGNIN="5 per minute", EPM_LIMIT_SIGNUP="50 per minute",
+                        EPM_LIMIT_START="3 per minute")
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import threading
 
+from epm import signals
 from epm.config import load
-from epm.jobs import signals
 from epm.jobs.sse import stream
 from tests.support import wait_for
 

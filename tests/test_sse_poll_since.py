@@ -8,12 +8,13 @@ from sqlalchemy import event
 
 from epm.extensions import db
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
+from epm.jobs.store import Guard
 
 
 def _saved(store, user_id: str, job_id: str, session_id: str, seq: int) -> Job:
     job = Job(id=job_id, job_type="demo_countdown", user_id=user_id, title="Demo", status=JobStatus.RUNNING,
               progress=10, message="Working", session_id=session_id, seq=seq, created_at=iso(utcnow()))
-    store.save(job)
+    store.write(job, Guard.RECORD)
     return job
 
 
@@ -39,7 +40,7 @@ def test_a_poller_gets_304_without_a_database_statement_until_a_job_it_shows_cha
 
     moved = jobs["b"]
     moved.progress, moved.seq = 50, next_seq(moved.seq)
-    store.save(moved, progress_only=True)
+    store.save_progress(moved)
     diff = auth_client.get(f"/api/background-jobs?since={version}")
     assert diff.status_code == 200
     assert [(job["id"], job["progress"]) for job in diff.json["jobs"]] == [("b", 50)]
@@ -51,7 +52,7 @@ def test_a_change_outside_the_polled_session_is_not_a_change_of_that_list(app, a
     version = auth_client.get("/api/background-jobs?since=0&session_id=s1").json["version"]
     other = jobs["c"]
     other.progress, other.seq = 80, next_seq(other.seq)
-    store.save(other, progress_only=True)
+    store.save_progress(other)
     assert auth_client.get(f"/api/background-jobs?since={version}&session_id=s1").status_code == 304
     assert auth_client.get(f"/api/background-jobs?since={version}").json["jobs"][0]["id"] == "c"
 

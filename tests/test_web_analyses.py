@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support import wait_for
+from tests.support import pages_handler, serve_http, wait_for
 
 PAGE = b"""<!doctype html><html><head><title>FreshBox meal kits</title>
 <meta name="description" content="Weekly recipe boxes for busy families."></head>
@@ -18,27 +16,10 @@ PAGE = b"""<!doctype html><html><head><title>FreshBox meal kits</title>
 and recipes to busy families, with delivery across the city and a mobile app for choosing meals.</p></body></html>"""
 
 
-class _Pages(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # keep the test output quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802  (the name http.server looks for)
-        status, body = (200, PAGE) if self.path == "/about" else (404, b"<html><body>gone</body></html>")
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture(scope="module")
 def pages() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(pages_handler({"/about": PAGE})) as url:
+        yield url
 
 
 def _run(client, session_id: int, operation: str) -> dict:

@@ -1,20 +1,29 @@
 """The job system: long operations as tracked jobs, live in Redis, durable in PostgreSQL.
 
-It knows nothing of EPM programs, canvases or research: operations register themselves with
-``epm.jobs.registry.operation``, and the host app tells it who the current user is.
+It knows nothing of EPM programs, canvases or research. This package's names are its two faces:
+
+- the **operation API**, what an operation imports: ``operation`` (register a function as a job type),
+  ``JobContext`` (what the function gets), ``OperationError`` (a failure fit to show the user) and
+  ``run_blocking``;
+- the **app's**: ``init_app`` (the host app says who the signed-in user is) and ``current_jobs()``,
+  the ``JobService`` through which pages, the API and the CLI act on jobs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, current_app
+from flask import Flask
 
+from ..concurrency import run_blocking
 from ..extensions import init_redis
-from .maintenance import Maintenance
-from .service import JobService
+from .context import JobContext, OperationError
+from .registry import operation
+from .service import JobService, current_jobs
 from .sse import EventHub
 from .store import JobStore
+
+__all__ = ["JobContext", "JobService", "OperationError", "current_jobs", "init_app", "operation", "run_blocking"]
 
 
 def init_app(app: Flask, current_user_id: Callable[[], str | None]) -> JobService:
@@ -31,11 +40,7 @@ def init_app(app: Flask, current_user_id: Callable[[], str | None]) -> JobServic
     app.extensions["epm.hub"] = EventHub(client, heartbeat=float(app.config["EPM_SSE_HEARTBEAT"]),
                                          health_check=float(app.config["EPM_PUBSUB_HEALTH_CHECK"]))
     app.extensions["epm.user_id"] = current_user_id
-    app.extensions["epm.maintenance"] = Maintenance(app, service)
+    app.extensions["epm.upkeep"] = service.upkeep
     app.register_blueprint(api.bp)
     app.cli.add_command(cli.jobs_cli)
     return service
-
-
-def current_jobs() -> JobService:
-    return current_app.extensions["epm.jobs"]

@@ -9,16 +9,26 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from pydantic import BaseModel, Field
 
-from ..api_schema import StartJob, parse_body
+from .. import signals
 from ..errors import EpmError, Unauthorized, ValidationFailed
 from ..extensions import db
-from . import signals
+from ..request_body import STRICT, parse_body
 from .job import Job, JobStatus
 from .registry import all_operations, get_operation
 from .sse import render, stream
 
 bp = Blueprint("jobs_api", __name__, url_prefix="/api")
+
+
+class StartJob(BaseModel):
+    """Start an operation that needs no strategy session."""
+
+    model_config = STRICT
+    job_type: str = Field(min_length=1, max_length=64, description="An operation's name (GET /api/operations).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The operation's parameters.")
+
 log = logging.getLogger("epm.sse")
 
 MAX_LIMIT = 100
@@ -29,12 +39,12 @@ UNAVAILABLE_RETRY_MS = 5000
 
 
 def _jobs():
-    from . import current_jobs
+    from .service import current_jobs
 
     return current_jobs()
 
 
-def current_user_id(*, starting: bool = False) -> str:
+def require_user_id(*, starting: bool = False) -> str:
     """The signed-in user's id, as the job system keys it; 401 when nobody is signed in.
 
     ``starting``: the host app also checks that the account still exists (when it says how).
@@ -70,7 +80,7 @@ def list_operations() -> Response:
 @bp.get("/background-jobs")
 def list_jobs() -> Response:
     """The user's jobs; with ``since=V`` (a ``version`` this endpoint answered) only those changed since."""
-    user_id = current_user_id()
+    user_id = require_user_id()
     args = _list_args()
     service = _jobs()
     since = _since_arg(args)
@@ -81,7 +91,7 @@ def list_jobs() -> Response:
         if etag in request.if_none_match or request.headers.get("If-None-Match") == etag:
             response = Response(status=304)
         else:
-            jobs = service.list(user_id, **args)
+            jobs = service.jobs(user_id, **args)
             response = jsonify(jobs=[job.to_dict() for job in jobs], version=_version(jobs, 0))
         response.headers["ETag"] = etag
     response.headers["Cache-Control"] = "private, no-cache"
@@ -108,10 +118,7 @@ def _changes_since(service, user_id: str, since: int, args: dict[str, Any]) -> R
     A job's seq is the millisecond clock of its last write (``next_seq``), so "changed since V" is
     "seq > V". Two round trips for a 304 (the window's ids, their seqs) and no database statement.
     """
-    seqs = service.store.seqs(service.store.recent_ids(user_id, args["limit"]))
-    changed = [job_id for job_id, seq in seqs.items() if seq > since]
-    live = service.store.load_many(changed)
-    jobs = [job for job_id in changed if (job := live.get(job_id)) is not None and _matches(job, args)]
+    jobs = [job for job in service.changed_since(user_id, since, args["limit"]) if _matches(job, args)]
     if not jobs:
         return Response(status=304)
     return jsonify(jobs=[job.to_dict() for job in jobs], since=since, version=_version(jobs, since))
@@ -158,7 +165,7 @@ def _list_args() -> dict[str, Any]:
 @bp.post("/background-jobs")
 def start_job() -> Response:
     """Start an operation that needs no strategy session (those start from their session)."""
-    user_id = current_user_id(starting=True)
+    user_id = require_user_id(starting=True)
     body = parse_body(StartJob)
     operation = get_operation(body["job_type"])
     if operation.requires_session:
@@ -170,29 +177,29 @@ def start_job() -> Response:
 
 @bp.get("/background-jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    return job_response(_jobs().get(job_id, current_user_id()))
+    return job_response(_jobs().get(job_id, require_user_id()))
 
 
 @bp.post("/background-jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
-    return job_response(_jobs().cancel(job_id, current_user_id()), 202)
+    return job_response(_jobs().cancel(job_id, require_user_id()), 202)
 
 
 @bp.post("/background-jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
-    return start_response(_jobs().retry(job_id, current_user_id(starting=True)))
+    return start_response(_jobs().retry(job_id, require_user_id(starting=True)))
 
 
 @bp.post("/background-jobs/<job_id>/acknowledge")
 def acknowledge_job(job_id: str) -> Response:
     """Record that the user was told the job finished; ``first`` is true for exactly one caller."""
-    first = _jobs().acknowledge(job_id, current_user_id())
+    first = _jobs().acknowledge(job_id, require_user_id())
     return jsonify(first=first)
 
 
 @bp.get("/background-jobs/<job_id>/events")
 def job_events(job_id: str) -> Response:
-    user_id = current_user_id()
+    user_id = require_user_id()
     service = _jobs()
     service.get(job_id, user_id)  # 404 before the stream opens
 
@@ -207,18 +214,18 @@ def job_events(job_id: str) -> Response:
             finally:
                 db.session.remove()
 
-    return _event_stream([service.store.job_channel(job_id)], snapshot, single_job=True)
+    return _event_stream([service.job_channel(job_id)], snapshot, single_job=True)
 
 
 @bp.get("/background-jobs/events")
 def user_events() -> Response:
-    user_id = current_user_id()
+    user_id = require_user_id()
     service = _jobs()
 
     def snapshot() -> list[Job]:
         return service.recent(user_id)
 
-    return _event_stream([service.store.user_channel(user_id)], snapshot)
+    return _event_stream([service.user_channel(user_id)], snapshot)
 
 
 def _event_stream(channels: list[str], snapshot, *, single_job: bool = False) -> Response:

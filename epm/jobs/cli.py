@@ -17,20 +17,12 @@ from typing import Any
 
 import click
 import redis
-from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import EpmError
 from ..extensions import db
 from .job import Job, JobStatus, iso
-from .models import BackgroundJob
 from .registry import all_operations
-from .service import ACTIVE_STATUSES as ACTIVE
-
-# Redis hash fields whose database column has another name.
-_COLUMN_OF = {"message": "progress_message", "error": "error_message", "result": "result_data"}
-_FIELD_OF = {column: name for name, column in _COLUMN_OF.items()}
-_PURGE_BATCH = 500
 
 
 class _JobsGroup(click.Group):
@@ -40,8 +32,8 @@ class _JobsGroup(click.Group):
         # An operator's command is not a server: it leaves the upkeep rounds to the servers' processes.
         from flask import current_app, has_app_context
 
-        if has_app_context() and "epm.maintenance" in current_app.extensions:
-            current_app.extensions["epm.maintenance"].stop()
+        if has_app_context() and "epm.upkeep" in current_app.extensions:
+            current_app.extensions["epm.upkeep"].stop()
         try:
             return super().invoke(ctx)
         except EpmError as exc:
@@ -78,7 +70,7 @@ def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _service():
-    from . import current_jobs
+    from .service import current_jobs
 
     return current_jobs()
 
@@ -100,24 +92,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
                    + "  " + row[-1])
 
 
-def _find(job_id: str) -> tuple[Job | None, BackgroundJob | None]:
-    """The job's live state and its row; a one-line error when neither Redis nor the database knows it."""
-    job = _service().store.load(job_id)
-    row = db.session.get(BackgroundJob, job_id)
-    if job is None and row is None:
-        raise click.ClickException(f"There is no job {job_id!r} (neither in Redis nor in background_jobs).")
-    return job, row
-
-
 def _owner(job_id: str) -> str:
-    job, row = _find(job_id)
-    return job.user_id if job is not None else row.user_id
-
-
-def _row_dict(row: BackgroundJob | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {column.name: getattr(row, column.name) for column in BackgroundJob.__table__.columns}
+    """The user of the job; a one-line error when neither Redis nor the database knows it."""
+    owner = _service().owner(job_id)
+    if owner is None:
+        raise click.ClickException(f"There is no job {job_id!r} (neither in Redis nor in background_jobs).")
+    return owner
 
 
 def _short(value: Any, width: int = 48) -> str:
@@ -144,23 +124,7 @@ def list_jobs(status: str | None, job_type: str | None, user_id: str | None, lim
 
     STATUS is the live one; DB is what the row says (a running job's row says pending until it ends).
     """
-    query = select(BackgroundJob).order_by(BackgroundJob.created_at.desc()).limit(limit)
-    if job_type:
-        query = query.where(BackgroundJob.job_type == job_type)
-    if user_id:
-        query = query.where(BackgroundJob.user_id == user_id)
-    if status:
-        # A row says pending until its job's end is written (later, from the outbox, if the database was down).
-        query = query.where(BackgroundJob.status.in_({status, *ACTIVE}))
-    rows = db.session.scalars(query).all()
-    live = _service().store.load_many(row.id for row in rows)
-    jobs = []
-    for row in rows:
-        job = live.get(row.id) or row.to_job()
-        if status and job.status.value != status:
-            continue
-        job.extra.update(recorded_status=row.status, acknowledged=row.acknowledged_at is not None)
-        jobs.append(job)
+    jobs = _service().jobs(user_id, limit=limit, status=status, job_type=job_type, recorded=True)
     if as_json:
         _echo_json([job.to_dict() for job in jobs])
         return
@@ -180,30 +144,26 @@ def list_jobs(status: str | None, job_type: str | None, user_id: str | None, lim
 @_json_option
 def show_job(job_id: str, as_json: bool) -> None:
     """One job: its Redis hash beside its database row, with its TTL, heartbeat deadline and outbox place."""
-    store = _service().store
-    live = store.inspect(job_id)
-    row = db.session.get(BackgroundJob, job_id)
-    if not live["hash"] and row is None:
+    service = _service()
+    live, row_data = service.inspect(job_id)
+    if not live["hash"] and row_data is None:
         raise click.ClickException(f"There is no job {job_id!r} (neither in Redis nor in background_jobs).")
-    row_data = _row_dict(row)
     if as_json:
         _echo_json({"id": job_id, "redis": live, "database": row_data})
         return
     raw, columns = live["hash"], row_data or {}
     lines = []
     known = [field.name for field in dataclass_fields(Job) if field.name != "extra"]
-    for name in dict.fromkeys([*known, *raw, *(_FIELD_OF.get(column, column) for column in columns)]):
-        if name not in raw and _COLUMN_OF.get(name, name) not in columns:
+    for name in dict.fromkeys([*known, *raw, *columns]):
+        if name not in raw and name not in columns:
             continue
-        column = _COLUMN_OF.get(name, name)
-        in_redis, in_db = raw.get(name), columns.get(column)
-        differs = name in raw and column in columns and _comparable(in_redis) != _comparable(in_db)
-        label = name if column == name else f"{name} / {column}"
-        lines.append([label, _short(in_redis), _short(in_db, 200) + ("   <- differs" if differs else "")])
+        in_redis, in_db = raw.get(name), columns.get(name)
+        differs = name in raw and name in columns and _comparable(in_redis) != _comparable(in_db)
+        lines.append([name, _short(in_redis), _short(in_db, 200) + ("   <- differs" if differs else "")])
     _table(["field", f"redis {live['key']}", "database background_jobs"], lines)
     click.echo("")
     click.echo(f"hash TTL:           {_ttl_text(live['ttl'], bool(raw))}")
-    click.echo(f"heartbeat deadline: {_deadline_text(live['deadline'], store.active_key)}")
+    click.echo(f"heartbeat deadline: {_deadline_text(live['deadline'], service.queue_stats()['active_key'])}")
     click.echo(f"outbox:             {'waiting for the database' if live['in_outbox'] else 'no'}")
 
 
@@ -240,21 +200,21 @@ def _deadline_text(deadline: float | None, active_key: str) -> str:
 @_json_option
 def stats(as_json: bool) -> None:
     """Counts by status and type from the database; active, overdue and outbox sizes from Redis."""
-    store = _service().store
-    grouped = db.session.execute(select(BackgroundJob.job_type, BackgroundJob.status, func.count())
-                                 .group_by(BackgroundJob.job_type, BackgroundJob.status)).all()
+    service = _service()
+    grouped = service.counts()
     by_type: dict[str, dict[str, int]] = {}
     by_status: dict[str, int] = {}
     for job_type, status, count in grouped:
         by_type.setdefault(job_type, {})[status] = count
         by_status[status] = by_status.get(status, 0) + count
-    queues = store.queue_stats()
-    queues["dead_letters"] = store.dead_letter_count()
+    queues = service.queue_stats()
+    prefix = queues.pop("prefix")
+    queues.pop("active_key")
     if as_json:
         _echo_json({"database": {"total": sum(by_status.values()), "by_status": by_status,
                                  "by_type": {t: sum(s.values()) for t, s in by_type.items()},
                                  "by_type_and_status": by_type},
-                    "redis": {"prefix": store.prefix, **queues}})
+                    "redis": {"prefix": prefix, **queues}})
         return
     statuses = [status.value for status in JobStatus if status.value in by_status]
     click.echo(f"background_jobs: {sum(by_status.values())} row(s) (a running job's row says pending until it ends)")
@@ -263,7 +223,7 @@ def stats(as_json: bool) -> None:
                [[job_type, *(of_type.get(s, 0) for s in statuses), sum(of_type.values())]
                 for job_type, of_type in sorted(by_type.items())]
                + [["all", *(by_status[s] for s in statuses), sum(by_status.values())]])
-    click.echo(f"redis ({store.prefix}): {queues['active']} active, {queues['overdue']} overdue "
+    click.echo(f"redis ({prefix}): {queues['active']} active, {queues['overdue']} overdue "
                f"(heartbeat lapsed), {queues['outbox']} in the outbox, {queues['dead_letters']} dead letter(s)")
 
 
@@ -280,7 +240,7 @@ def cancel_job(job_id: str, wait: float, as_json: bool) -> None:
     deadline = time.monotonic() + wait
     while not job.is_terminal and time.monotonic() < deadline:
         time.sleep(0.1)
-        job = service.store.load(job_id) or job
+        job = service.live_state(job_id) or job
     if as_json:
         _echo_json(job.to_dict())
     elif job.is_terminal:
@@ -304,16 +264,16 @@ def retry_job(job_id: str, as_json: bool) -> None:
     if not as_json:
         click.echo(f"{job.id}: retry of {job_id} ({job.job_type}, user {job.user_id}); running here until it ends")
     try:
-        for state in _follow(service.store, job.id):
+        for state in _follow(service, job.id):
             job = state
             if not as_json:
                 click.echo(f"  {state.status.value:<9} {state.progress:>3}%  {state.error or state.message}")
     except KeyboardInterrupt:
-        service.runner.shutdown(grace=0)
+        service.stop(grace=0)
         raise click.ClickException(f"{job.id}: interrupted (recorded as failed/interrupted; retry it again)") from None
-    service.runner.shutdown(grace=30)  # the end is in Redis; wait for the database write
+    service.wait(timeout=30)  # the end is in Redis; wait for the database write
     db.session.expire_all()
-    final = service.store.load(job.id) or job
+    final = service.live_state(job.id) or job
     if as_json:
         _echo_json(final.to_dict())
     else:
@@ -322,11 +282,11 @@ def retry_job(job_id: str, as_json: bool) -> None:
         click.get_current_context().exit(1)
 
 
-def _follow(store, job_id: str) -> Iterator[Job]:
+def _follow(service, job_id: str) -> Iterator[Job]:
     """Yield each new state of the job (read from Redis, as any instance would see it) until it ends."""
     seen = None
     while True:
-        job = store.load(job_id)
+        job = service.live_state(job_id)
         if job is not None and (job.status, job.progress, job.message) != seen:
             seen = (job.status, job.progress, job.message)
             yield job
@@ -335,18 +295,15 @@ def _follow(store, job_id: str) -> Iterator[Job]:
         time.sleep(0.2)
 
 
-@jobs_cli.command("reap")
+@jobs_cli.command("upkeep")
 @_json_option
-def reap(as_json: bool) -> None:
+def upkeep(as_json: bool) -> None:
     """One upkeep round now: reconcile Redis after it lost data, adopt orphaned rows, reap, flush the outbox.
 
     A job whose heartbeat lapsed (its process is gone) ends as failed/interrupted; each is listed.
     """
-    service = _service()
-    reconciled = service.reconcile_lost_data()
-    adopted = service.adopt_orphans()
-    reaped = service.reap(resume=False)  # a job resumed here would die with this command
-    flushed = service.flush_outbox(limit=10_000)
+    done = _service().upkeep_round(resume=False)  # a job resumed here would die with this command
+    reconciled, adopted, reaped, flushed = done["reconciled"], done["adopted"], done["reaped"], done["flushed"]
     if as_json:
         _echo_json({"reconciled": reconciled, "adopted": adopted, "reaped": [job.to_dict() for job in reaped],
                     "flushed": flushed})
@@ -360,9 +317,7 @@ def reap(as_json: bool) -> None:
 @_json_option
 def flush(as_json: bool) -> None:
     """Write terminal states waiting in the outbox to the database, now."""
-    service = _service()
-    written = service.flush_outbox(limit=10_000)
-    waiting = service.store.outbox_depth()
+    written, waiting = _service().flush_outbox(limit=10_000)
     if as_json:
         _echo_json({"written": written, "waiting": waiting})
     else:
@@ -375,15 +330,14 @@ def flush(as_json: bool) -> None:
 @_json_option
 def dead_letters(retry_ids: tuple[str, ...], as_json: bool) -> None:
     """Finished jobs whose terminal state the database refused for its data, with the database's reason."""
-    store = _service().store
-    letters = store.dead_letters()
+    service = _service()
+    letters = service.dead_letters()
     for job_id in retry_ids:
         if job_id not in letters:
             raise click.ClickException(f"{job_id} is not a dead letter.")
-        store.outbox_add(job_id)
-        store.dead_letter_remove(job_id)
+        service.requeue_dead_letter(job_id)
     if retry_ids:
-        letters = store.dead_letters()
+        letters = service.dead_letters()
     if as_json:
         _echo_json({"dead_letters": [{"job_id": job_id, "reason": letter["reason"],
                                       "at": iso(datetime.fromtimestamp(letter["at"], UTC))}
@@ -407,25 +361,10 @@ def dead_letters(retry_ids: tuple[str, ...], as_json: bool) -> None:
 @_json_option
 def purge(age: timedelta, dry_run: bool, as_json: bool) -> None:
     """Delete finished jobs older than --older-than: their rows and their Redis keys. Active jobs are never touched."""
-    store = _service().store
     cutoff = datetime.now(UTC) - age
-    rows = deleted_hashes = 0
-    by_status: dict[str, int] = {}
-    ids: list[str] = []
-    for batch in _finished_before(cutoff):
-        live = store.load_many(job_id for job_id, _, _ in batch)
-        # The row is final, but should Redis say the job is still going, it is left alone.
-        batch = [entry for entry in batch if entry[0] not in live or live[entry[0]].is_terminal]
-        for _, _, status in batch:
-            by_status[status] = by_status.get(status, 0) + 1
-        rows += len(batch)
-        if dry_run:
-            ids.extend(job_id for job_id, _, _ in batch)
-            continue
-        db.session.execute(delete(BackgroundJob).where(BackgroundJob.id.in_([e[0] for e in batch]),
-                                                       BackgroundJob.status.not_in(ACTIVE)))
-        db.session.commit()
-        deleted_hashes += store.purge((job_id, user_id) for job_id, user_id, _ in batch)
+    purged = _service().purge(cutoff, dry_run=dry_run)
+    rows, deleted_hashes, by_status, ids = (purged["rows"], purged["redis_hashes"], purged["by_status"],
+                                            purged["job_ids"])
     if as_json:
         result = {"dry_run": dry_run, "cutoff": iso(cutoff), "rows": rows, "redis_hashes": deleted_hashes,
                   "by_status": by_status}
@@ -439,18 +378,3 @@ def purge(age: timedelta, dry_run: bool, as_json: bool) -> None:
     else:
         click.echo(f"purged {rows} finished job(s) that ended before {iso(cutoff)} ({detail}): "
                    f"{rows} row(s), {deleted_hashes} Redis hash(es)")
-
-
-def _finished_before(cutoff: datetime) -> Iterator[list[tuple[str, str, str]]]:
-    """Batches of ``(id, user_id, status)`` of finished rows that ended before ``cutoff``, by id."""
-    ended = func.coalesce(BackgroundJob.completed_at, BackgroundJob.created_at)
-    after = ""
-    while True:
-        batch = db.session.execute(
-            select(BackgroundJob.id, BackgroundJob.user_id, BackgroundJob.status)
-            .where(BackgroundJob.status.not_in(ACTIVE), ended < cutoff, BackgroundJob.id > after)
-            .order_by(BackgroundJob.id).limit(_PURGE_BATCH)).all()
-        if not batch:
-            return
-        after = batch[-1][0]
-        yield [tuple(entry) for entry in batch]

@@ -62,6 +62,8 @@ _BOOL_FIELDS = {"cancel_requested"}
 _JSON_FIELDS = {"result", "attempts"}
 
 RESUMED_MESSAGE = "Resumed after a server restart"
+#: The error of a job whose run ended with its process (error code ``interrupted``), however it was found.
+INTERRUPTED_MESSAGE = "The server running this job stopped before it finished. Retry it to run it again."
 
 
 @dataclass

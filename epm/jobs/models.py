@@ -1,5 +1,8 @@
 """BackgroundJob: the durable record of a job, table ``background_jobs``.
 
+Its columns have the names of the Redis hash fields and of the API's JSON (``message``, ``error``,
+``result``, ...): one name per concept.
+
 A row is inserted when the job is created and completed when it reaches a terminal state;
 progress updates never touch it (they live in Redis).
 """
@@ -81,11 +84,11 @@ class BackgroundJob(db.Model):
     title: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(16), index=True)
     progress: Mapped[int] = mapped_column(Integer, default=0)
-    progress_message: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
     params: Mapped[dict[str, Any] | None] = mapped_column(CleanJSON)
-    result_data: Mapped[dict[str, Any] | None] = mapped_column(CleanJSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(CleanJSON)
     error_code: Mapped[str | None] = mapped_column(String(64))
-    error_message: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
     session_id: Mapped[str | None] = mapped_column(String(64), index=True)
     user_id: Mapped[str] = mapped_column(String(64))
     retry_of: Mapped[str | None] = mapped_column(String(32))
@@ -112,10 +115,10 @@ class BackgroundJob(db.Model):
         self.title = job.title
         self.status = job.status.value
         self.progress = job.progress
-        self.progress_message = job.message
-        self.result_data = job.result
+        self.message = job.message
+        self.result = job.result
         self.error_code = job.error_code
-        self.error_message = job.error
+        self.error = job.error
         self.session_id = job.session_id
         self.user_id = job.user_id
         self.retry_of = job.retry_of
@@ -128,11 +131,11 @@ class BackgroundJob(db.Model):
     def to_job(self) -> Job:
         job = Job(
             id=self.id, job_type=self.job_type, user_id=self.user_id, title=self.title or "",
-            status=JobStatus(self.status), progress=self.progress or 0, message=self.progress_message or "",
+            status=JobStatus(self.status), progress=self.progress or 0, message=self.message or "",
             session_id=self.session_id, created_at=iso(self.created_at), started_at=iso(self.started_at),
             updated_at=iso(self.completed_at or self.started_at or self.created_at),
-            completed_at=iso(self.completed_at), error_code=self.error_code, error=self.error_message,
-            result=self.result_data, retry_of=self.retry_of, attempt=self.attempt or 1,
+            completed_at=iso(self.completed_at), error_code=self.error_code, error=self.error,
+            result=self.result, retry_of=self.retry_of, attempt=self.attempt or 1,
             attempts=list(self.attempts) if self.attempts else None,
         )
         # A row's seq is the time of its last state, which is not older than any seq written for it.

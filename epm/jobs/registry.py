@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NotFound
 
 if TYPE_CHECKING:
-    from .runner import JobContext
+    from .context import JobContext
 
 OperationFn = Callable[["JobContext"], "dict[str, Any] | None"]
 
@@ -23,7 +23,9 @@ class Operation:
     """A kind of long operation.
 
     ``title`` names it while it runs ("EPM generation"), ``ready`` announces its result
-    ("EPM program ready") and ``view_label`` labels the link to it ("View program").
+    ("EPM program ready") and ``view_label`` labels the link to it ("View program"). ``heading`` names
+    it where it is offered ("EPM program", else the title) and ``start_label`` labels the button that
+    starts it ("Generate EPM program"); ``running_label`` is what that button says while it runs.
     """
 
     name: str
@@ -37,6 +39,12 @@ class Operation:
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     steps: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
+    heading: str = ""
+    start_label: str = ""
+
+    @property
+    def running_label(self) -> str:
+        return f"{self.title} in progress…"
 
     def clean_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters checked by the operation's ``validate`` (raising ValidationFailed)."""
@@ -44,6 +52,7 @@ class Operation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "ready": self.ready, "view_label": self.view_label,
+                "heading": self.heading, "start_label": self.start_label, "running_label": self.running_label,
                 "description": self.description, "requires_session": self.requires_session,
                 "resumable": self.resumable, "steps": list(self.steps), "needs": list(self.needs)}
 
@@ -54,8 +63,8 @@ _operations: dict[str, Operation] = {}
 def operation(name: str, *, title: str, ready: str | None = None, view_label: str = "View result",
               description: str = "", requires_session: bool = True, resumable: bool = False,
               validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-              steps: tuple[str, ...] = (), needs: tuple[str, ...] = (),
-              ) -> Callable[[OperationFn], OperationFn]:
+              steps: tuple[str, ...] = (), needs: tuple[str, ...] = (), heading: str = "",
+              start_label: str = "") -> Callable[[OperationFn], OperationFn]:
     """Register ``fn(ctx) -> result`` as the operation ``name``.
 
     The function reports progress through ``ctx`` and returns a small JSON-able dict; a ``url``
@@ -73,7 +82,8 @@ def operation(name: str, *, title: str, ready: str | None = None, view_label: st
         _operations[name] = Operation(name=name, title=title, fn=fn, ready=ready or f"{title} finished",
                                       view_label=view_label, description=description or (doc[0] if doc else ""),
                                       requires_session=requires_session, resumable=resumable,
-                                      validate=validate, steps=tuple(steps), needs=tuple(needs))
+                                      validate=validate, steps=tuple(steps), needs=tuple(needs),
+                                      heading=heading or title, start_label=start_label or f"Run {title.lower()}")
         return fn
 
     return register

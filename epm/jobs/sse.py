@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from . import signals
+from .. import signals
 from .job import Job
 
 log = logging.getLogger("epm.sse")

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 import redis
@@ -22,6 +23,24 @@ log = logging.getLogger("epm.jobs")
 
 _ORPHAN_TRIES = 5
 _CHECKPOINT = "checkpoint:"
+
+
+class Guard(StrEnum):
+    """When ``JobStore.write`` may write a job's whole state."""
+
+    #: the job's own runner: not over a terminal state, nor over a newer attempt (resumed elsewhere)
+    RUNNER = "runner"
+    #: a job nobody runs (reaper, cancel, resume): not over a terminal state, only if its seq is the one
+    #: read and, when asked, its heartbeat deadline has passed
+    ORPHAN = "orphan"
+    #: the durable record: whatever Redis holds
+    RECORD = "record"
+    #: a new job, or a finished one put back: only where Redis has no hash for it
+    MISSING = "missing"
+
+
+#: What ``JobStore.write`` did.
+WRITTEN, REFUSED, CHANGED = 1, 0, -1
 
 
 class Beat(NamedTuple):
@@ -43,8 +62,10 @@ class JobStore:
         self.retention = retention
         self.keep_per_user = keep_per_user
         self.heartbeat_timeout = heartbeat_timeout
-        # Loaded once per client and called by EVALSHA (redis-py reloads it after a SCRIPT FLUSH).
+        # Loaded once per client and called by EVALSHA (redis-py reloads them after a SCRIPT FLUSH).
         self._progress_script = client.register_script(_PROGRESS_LUA)
+        self._write_script = client.register_script(_WRITE_LUA)
+        self._hand_over_script = client.register_script(_HAND_OVER)
 
     # -- names ---------------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
@@ -90,87 +111,56 @@ class JobStore:
     def deadline(self) -> float:
         return time.time() + self.heartbeat_timeout
 
-    def save(self, job: Job, *, publish: bool = True, progress_only: bool = False) -> bool:
-        """Write the job's whole state, refresh its heartbeat and publish it: one round trip.
+    def write(self, job: Job, guard: Guard, *, expected_seq: str | None = None,
+              overdue_before: float | None = None, publish: bool = True, ttl: int = 0,
+              extra: dict[str, str] | None = None, client=None) -> int:
+        """Write the job's whole state if ``guard`` allows: the one way a job's state goes to Redis whole.
 
-        The caller sets ``job.seq`` (see ``next_seq``) before each save; only a job's runner writes
-        a live job, so the seq it holds is the newest. ``progress_only`` is the runner's hot path
-        (see ``save_progress``). Returns False only for a progress write that found the job ended in
-        Redis (a reaper did it): nothing was written then.
+        Every status change and every terminal state, from whoever writes it (the job's runner, a
+        reaper, a cancel with no runner, reconciliation, the durable record put back), is this one Lua
+        script, keyed on the job alone: the check and the write are atomic. It sets the hash's fields
+        (deleting those that are unset), the heartbeat deadline (or, at a terminal state, drops the job
+        from the active set, its account's share and its cancel flag), the user index and version, the
+        duplicate-start lock a live job owns, and publishes the state on both channels.
+
+        Returns ``WRITTEN`` (1), ``REFUSED`` (0: the guard said no) or ``CHANGED`` (-1: an orphan's seq
+        moved since it was read; read again). ``extra`` adds hash fields (a new job's parameters);
+        ``ttl`` gives a terminal hash its expiry; ``client`` may be a pipeline (the reply is then the
+        pipeline's).
         """
-        if progress_only:
-            return self.save_progress(job)
-        pipe = self.redis.pipeline(transaction=True)
-        self._queue_write(pipe, job, publish=publish)
-        pipe.execute()
-        return True
+        write, delete = job.to_hash()
+        if extra:
+            write.update(extra)
+        flat = [item for pair in write.items() for item in pair]
+        payload = job.to_json() if publish else ""
+        now = time.time()
+        args = [job.id, guard.value, expected_seq or "", "" if overdue_before is None else repr(overdue_before),
+                job.attempt, "1" if job.is_terminal else "0", repr(now + self.heartbeat_timeout), repr(now),
+                repr(_created_score(job)), self.keep_per_user, payload, ttl, len(flat), *flat, len(delete), *delete]
+        keys = [self.job_key(job.id), self.active_key, self.user_jobs_key(job.user_id),
+                self.user_version_key(job.user_id), self.lock_key(job.user_id, job.session_id, job.job_type),
+                self.user_running_key(job.user_id), self.job_channel(job.id), self.user_channel(job.user_id)]
+        outcome = self._write_script(keys=keys, args=args, client=client)
+        return outcome if client is None else 0
 
     def save_progress(self, job: Job) -> bool:
-        """A progress report of a live job: one ``EVALSHA`` of a script loaded once.
+        """A progress report of a live job: one ``EVALSHA`` of a script loaded once (the hot path).
 
         The script writes the fields a report changes (progress, message, seq, updated_at), pushes
         the heartbeat deadline, bumps the user's version and publishes the whole state on both
-        channels, atomically. When Redis lost the job's hash (a restart without persistence,
-        FLUSHALL) it writes nothing and the whole state is written instead, so a hash is never left
-        in parts. False when Redis holds a terminal state for the job: terminal states are final.
+        channels, atomically. It never writes a terminal state: when Redis holds one for the job, or a
+        newer attempt (the job was resumed elsewhere), it writes nothing and says False. When Redis lost
+        the job's hash it writes nothing and the whole state is written instead (``write``), so a hash
+        is never left in parts.
         """
         outcome = self._progress_script(
             keys=[self.job_key(job.id), self.active_key, self.user_version_key(job.user_id),
                   self.job_channel(job.id), self.user_channel(job.user_id)],
             args=[job.id, self.deadline(), job.to_json(), job.progress, job.message, job.seq,
-                  job.updated_at or ""])
+                  job.updated_at or "", job.attempt])
         if outcome == _PROGRESS_LOST:
-            self.save(job)
+            return self.write(job, Guard.RUNNER) == WRITTEN
         return outcome != _PROGRESS_ENDED
-
-    def save_unless_finished(self, job: Job) -> bool:
-        """``save`` unless Redis holds a terminal state for the job or a newer attempt; False then.
-
-        For a runner whose heartbeat may have lapsed (it was stalled or cut off from Redis): a
-        reaper may have ended the job meanwhile, or another process resumed it, and terminal
-        states are final, so the runner's state must not overwrite that. Two round trips, guarded by
-        WATCH.
-        """
-        key = self.job_key(job.id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    status, attempt = pipe.hmget(key, "status", "attempt")
-                    if (status is not None and JobStatus(status).is_terminal) or int(attempt or 1) > job.attempt:
-                        pipe.unwatch()
-                        return False
-                    pipe.multi()
-                    self._queue_write(pipe, job, publish=True)
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue  # a cancel request or a reaper touched the hash: look again
-
-    def _queue_write(self, pipe, job: Job, *, publish: bool) -> None:
-        write, delete = job.to_hash()
-        key = self.job_key(job.id)
-        pipe.hset(key, mapping=write)
-        if delete:
-            pipe.hdel(key, *delete)
-        if job.is_terminal:
-            pipe.hdel(key, "cancel_requested")
-            pipe.zrem(self.active_key, job.id)
-            pipe.zrem(self.user_running_key(job.user_id), job.id)
-        else:
-            pipe.zadd(self.active_key, {job.id: self.deadline()})
-            # A live job owns its duplicate-start lock and its place in its account's share: a write-back
-            # after Redis lost them puts them back.
-            pipe.set(self.lock_key(job.user_id, job.session_id, job.job_type), job.id, nx=True)
-            pipe.zadd(self.user_running_key(job.user_id), {job.id: time.time()}, nx=True)
-        user_jobs = self.user_jobs_key(job.user_id)
-        pipe.zadd(user_jobs, {job.id: _created_score(job)}, nx=True)
-        pipe.zremrangebyrank(user_jobs, 0, -self.keep_per_user - 1)
-        pipe.incr(self.user_version_key(job.user_id))
-        if publish:
-            payload = job.to_json()
-            pipe.publish(self.job_channel(job.id), payload)
-            pipe.publish(self.user_channel(job.user_id), payload)
 
     def heartbeat(self, job: Job) -> Beat:
         """Push the job's deadline forward (only while it is active). One round trip.
@@ -340,19 +330,14 @@ class JobStore:
         active, overdue, outbox = pipe.execute()
         return {"active": active, "overdue": overdue, "outbox": outbox}
 
-    # -- finishing a job whose runner is gone --------------------------------------------------
-    def watch(self, job_id: str) -> None:
+    # -- a job whose runner is gone -------------------------------------------------------------
+    def give_deadline(self, job_id: str) -> None:
         """Give a job a heartbeat deadline if it has none, so the reaper ends it unless a runner is alive."""
         self.redis.zadd(self.active_key, {job_id: self.deadline()}, nx=True)
 
     def finish_orphan(self, job_id: str, status: JobStatus, *, error_code: str | None, error: str | None,
                       require_overdue: bool = True, fallback: Job | None = None) -> Job | None:
-        """Write a terminal state for a job nobody is running; return it, or None if it was not orphaned.
-
-        Guarded per job (``orphan_write``): if the runner refreshes its heartbeat (or finishes) in
-        between, nothing is written, so a live but slow job is never reaped. ``fallback`` is the job
-        as the database knows it, used when Redis has lost the job's hash.
-        """
+        """End a job nobody is running (``take_over``); the job as ended, or None if it was not orphaned."""
 
         def end(job: Job) -> Job:
             now = _now_iso()
@@ -364,16 +349,17 @@ class JobStore:
             job.cancel_requested = False
             return job
 
-        return self.orphan_write(job_id, end, require_overdue=require_overdue, fallback=fallback)
+        return self.take_over(job_id, end, require_overdue=require_overdue, fallback=fallback)
 
-    def orphan_write(self, job_id: str, change, *, require_overdue: bool = True,
-                     fallback: Job | None = None) -> Job | None:
-        """Write ``change(job)`` for a job nobody runs (ended, or resumed elsewhere); the job, or None.
+    def take_over(self, job_id: str, change, *, require_overdue: bool = True,
+                  fallback: Job | None = None) -> Job | None:
+        """Write ``change(job)`` for a job nobody runs (ended, or resumed here); the job, or None.
 
-        The check and the write are one Lua script keyed on the job alone: it writes only if the job
-        is not terminal, its seq is the one read (no runner wrote since) and, with ``require_overdue``,
-        its heartbeat deadline has passed. A runner's heartbeat elsewhere therefore never makes the
-        write fail, however many jobs run; a write that lost a race is tried again at once.
+        ``write`` with ``Guard.ORPHAN``: only if the job is not terminal, its seq is the one read (no
+        runner wrote since) and, with ``require_overdue``, its heartbeat deadline has passed. A
+        runner's heartbeat elsewhere therefore never makes the write fail, however many jobs run; a
+        write that lost a race is tried again at once. ``fallback`` is the job as the database knows
+        it, used when Redis has lost the job's hash.
         """
         for _ in range(_ORPHAN_TRIES):
             data = self.redis.hgetall(self.job_key(job_id))
@@ -384,59 +370,36 @@ class JobStore:
             if job.is_terminal:
                 if not data:
                     # Redis lost a job that had finished: show it as finished again, stop watching it.
-                    pipe = self.redis.pipeline(transaction=True)
-                    self._queue_write(pipe, job, publish=True)
-                    pipe.expire(self.job_key(job_id), self.retention)
-                    pipe.execute()
+                    self.write(job, Guard.MISSING, ttl=self.retention)
                 else:
                     self.redis.zrem(self.active_key, job_id)
                 return None
             expected = data.get("seq", "") if data else ""
             job = change(job)
             job.seq = next_seq(job.seq)
-            outcome = self._script(_ORPHAN_WRITE)(
-                keys=[self.job_key(job_id), self.active_key, self.user_jobs_key(job.user_id),
-                      self.user_version_key(job.user_id), self.lock_key(job.user_id, job.session_id, job.job_type)],
-                args=self._orphan_args(job, expected, time.time() if require_overdue else None))
-            if outcome == 1:
+            outcome = self.write(job, Guard.ORPHAN, expected_seq=expected,
+                                 overdue_before=time.time() if require_overdue else None)
+            if outcome == WRITTEN:
                 return job
-            if outcome == 0:
+            if outcome == REFUSED:
                 return None
             log.info("job %s: changed while being taken over as orphaned; looking again", job_id)
         log.warning("job %s: still changing after %d tries to take it over; left for the next round", job_id,
                     _ORPHAN_TRIES)
         return None
 
-    def _orphan_args(self, job: Job, expected_seq: str, overdue_before: float | None) -> list[Any]:
-        write, delete = job.to_hash()
-        flat = [item for pair in write.items() for item in pair]
-        payload = job.to_json()
-        return [job.id, expected_seq, "" if overdue_before is None else repr(overdue_before),
-                "1" if job.is_terminal else "0", repr(self.deadline()), repr(_created_score(job)),
-                self.keep_per_user, self.job_channel(job.id), self.user_channel(job.user_id), payload,
-                len(flat), *flat, len(delete), *delete]
-
-    def _script(self, source: str):
-        """The Lua script ``source``, registered once per store (run by its SHA, loaded again if Redis lost it)."""
-        scripts = self.__dict__.setdefault("_scripts", {})
-        if source not in scripts:
-            scripts[source] = self.redis.register_script(source)
-        return scripts[source]
-
     def hand_over(self, job: Job) -> bool:
         """Leave a live job for another process to resume: its deadline passes now. One round trip.
 
         Only while Redis holds this runner's attempt of the job, not terminal; False otherwise.
         """
-        return bool(self._script(_HAND_OVER)(keys=[self.job_key(job.id), self.active_key],
-                                           args=[job.id, job.attempt]))
+        return bool(self._hand_over_script(keys=[self.job_key(job.id), self.active_key],
+                                          args=[job.id, job.attempt]))
 
     def save_new(self, job: Job, params: dict[str, Any]) -> None:
-        """``save`` a job just created, with the parameters a process resuming it will need."""
-        pipe = self.redis.pipeline(transaction=True)
-        self._queue_write(pipe, job, publish=True)
-        pipe.hset(self.job_key(job.id), "params", json.dumps(params, separators=(",", ":"), default=str))
-        pipe.execute()
+        """Write a job just created, with the parameters a process resuming it will need."""
+        self.write(job, Guard.MISSING,
+                   extra={"params": json.dumps(params, separators=(",", ":"), default=str)})
 
     def params(self, job_id: str) -> dict[str, Any] | None:
         raw = self.redis.hget(self.job_key(job_id), "params")
@@ -522,21 +485,16 @@ class JobStore:
         """Put finished jobs known to the database back into Redis where their hash is missing.
 
         They get the retention TTL and a place in their user's index, so the event streams' snapshots
-        show them as finished again. A hash present in Redis is left alone. Returns how many were restored.
+        show them as finished again. A hash present in Redis is left alone (``Guard.MISSING``). Returns
+        how many were restored. One round trip.
         """
         jobs = [job for job in jobs if job.is_terminal]
         if not jobs:
             return 0
-        check = self.redis.pipeline(transaction=False)
-        for job in jobs:
-            check.exists(self.job_key(job.id))
-        missing = [job for job, present in zip(jobs, check.execute(), strict=True) if not present]
         pipe = self.redis.pipeline(transaction=False)
-        for job in missing:
-            self._queue_write(pipe, job, publish=False)
-            pipe.expire(self.job_key(job.id), self.retention)
-        pipe.execute()
-        return len(missing)
+        for job in jobs:
+            self.write(job, Guard.MISSING, publish=False, ttl=self.retention, client=pipe)
+        return sum(1 for outcome in pipe.execute() if outcome == WRITTEN)
 
     # -- maintenance ---------------------------------------------------------------------------
     def claim_maintenance(self, name: str, owner: str, ttl: float) -> bool:
@@ -567,11 +525,13 @@ class JobStore:
 _PROGRESS_WRITTEN, _PROGRESS_LOST, _PROGRESS_ENDED = 1, 0, -1
 
 # KEYS: job hash, active set, user version, job channel, user channel.
-# ARGV: job id, deadline, event payload, progress, message, seq, updated_at.
+# ARGV: job id, deadline, event payload, progress, message, seq, updated_at, the runner's attempt.
 _PROGRESS_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+local status = state[1]
 if not status then return 0 end
 if TERMINAL_TEST then return -1 end
+if tonumber(state[2] or '1') > tonumber(ARGV[8]) then return -1 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[4], 'message', ARGV[5], 'seq', ARGV[6], 'updated_at', ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('INCR', KEYS[3])
@@ -590,37 +550,52 @@ def _now_iso() -> str:
     return iso(utcnow())
 
 
-# KEYS: job hash, active set, user index, user version, duplicate-start lock
-# ARGV: id, expected seq ('' = any), overdue before ('' = no check), terminal, deadline, created score,
-#       keep per user, job channel, user channel, payload, n, n field/value items, m, m fields to delete
-_ORPHAN_WRITE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
-if ARGV[3] ~= '' then
-  local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
-  if deadline and tonumber(deadline) > tonumber(ARGV[3]) then return 0 end
+# KEYS: job hash, active set, user index, user version, duplicate-start lock, user's share, job channel,
+#       user channel
+# ARGV: 1 id, 2 guard, 3 expected seq (orphan; '' = no hash), 4 overdue before ('' = no check), 5 attempt,
+#       6 terminal, 7 deadline, 8 now, 9 created score, 10 keep per user, 11 payload ('' = no publish),
+#       12 ttl, 13 n, n field/value items, m, m fields to delete
+_WRITE_LUA = """
+local guard = ARGV[2]
+local state = redis.call('HMGET', KEYS[1], 'status', 'seq', 'attempt')
+local status = state[1]
+if guard == 'missing' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+elseif guard ~= 'record' then
+  if TERMINAL_TEST then return 0 end
+  if guard == 'runner' then
+    if tonumber(state[3] or '1') > tonumber(ARGV[5]) then return 0 end
+  else
+    if ARGV[4] ~= '' then
+      local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
+      if deadline and tonumber(deadline) > tonumber(ARGV[4]) then return 0 end
+    end
+    if (state[2] or '') ~= ARGV[3] then return -1 end
+  end
 end
-local seq = redis.call('HGET', KEYS[1], 'seq')
-if ARGV[2] ~= '' and seq ~= ARGV[2] then return -1 end
-if ARGV[2] == '' and seq then return -1 end
-local n = tonumber(ARGV[11])
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 12, 11 + n)) end
-local m = tonumber(ARGV[12 + n])
-if m > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 13 + n, 12 + n + m)) end
-if ARGV[4] == '1' then
+local n = tonumber(ARGV[13])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 14, 13 + n)) end
+local m = tonumber(ARGV[14 + n])
+if m > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 15 + n, 14 + n + m)) end
+if ARGV[6] == '1' then
   redis.call('HDEL', KEYS[1], 'cancel_requested')
   redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[6], ARGV[1])
+  if tonumber(ARGV[12]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[12]) end
 else
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
   redis.call('SET', KEYS[5], ARGV[1], 'NX')
+  redis.call('ZADD', KEYS[6], 'NX', ARGV[8], ARGV[1])
 end
-redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[7]) - 1)
+redis.call('ZADD', KEYS[3], 'NX', ARGV[9], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[10]) - 1)
 redis.call('INCR', KEYS[4])
-redis.call('PUBLISH', ARGV[8], ARGV[10])
-redis.call('PUBLISH', ARGV[9], ARGV[10])
+if ARGV[11] ~= '' then
+  redis.call('PUBLISH', KEYS[7], ARGV[11])
+  redis.call('PUBLISH', KEYS[8], ARGV[11])
+end
 return 1
-"""
+""".replace("TERMINAL_TEST", " or ".join(f"status == '{status.value}'" for status in sorted(TERMINAL)))
 
 # KEYS: job hash, active set. ARGV: id, the handing runner's attempt.
 _HAND_OVER = """

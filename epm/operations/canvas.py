@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from ..jobs.registry import operation
-from ..jobs.runner import JobContext
+from ..jobs import JobContext, operation
 from ..models import Analysis
 from . import text
 from .canvas_themes import AUDIENCES, OUTLETS, THEMES
@@ -416,7 +415,7 @@ def canvas_sentences(canvas: dict[str, Any]) -> list[str]:
 
 
 @operation("bmc_analysis", title="Business model canvas", ready="Business model canvas ready",
-           view_label="View canvas", resumable=True,
+           view_label="View canvas", resumable=True, start_label="Build business model canvas",
            steps=("Reading the session", "Reading the business description, objectives and research",
                   *(message for _, message, _ in CANVAS_STAGES), "Saving the canvas"))
 def analyse_business_model(ctx: JobContext) -> dict[str, Any]:

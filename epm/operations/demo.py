@@ -22,8 +22,8 @@ from typing import Any
 from flask import Flask
 
 from ..errors import ValidationFailed
-from ..jobs.registry import operation, unregister
-from ..jobs.runner import JobContext, OperationError
+from ..jobs import JobContext, OperationError, operation
+from ..jobs.registry import unregister
 
 MAX_STEPS = 1000
 MAX_CPU_SECONDS = 30

@@ -350,7 +350,7 @@ def _within(seconds: float, fn: Callable[..., list[str]], *args: Any) -> list[st
     of its own that we control, and a hung DNS server must not hold a research job past its limit."""
     if seconds <= 0:
         raise TimeoutError
-    from ..jobs.runner import under_gevent
+    from ..concurrency import under_gevent
 
     if under_gevent():
         import gevent

@@ -13,12 +13,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..extensions import db
-from ..jobs.runner import OperationError
+from ..jobs import OperationError
 from ..models import Analysis, StrategySession
 from .text import short_name
 
 if TYPE_CHECKING:
-    from ..jobs.runner import JobContext
+    from ..jobs import JobContext
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
 _LEAD = re.compile(r"^(?:we(?:'re| are| run| operate| sell| offer| make| provide| build)?|our (?:company|business) "

@@ -21,8 +21,7 @@ from sqlalchemy import func, select
 
 from ..errors import ValidationFailed
 from ..extensions import db
-from ..jobs.registry import operation
-from ..jobs.runner import JobContext, OperationError
+from ..jobs import JobContext, OperationError, operation
 from ..models import Program
 from . import facts
 from .budget import split_amount
@@ -294,7 +293,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
 
 
 @operation("epm_generation", title="EPM generation", ready="EPM program ready", view_label="View program",
-           validate=validate, resumable=True,
+           validate=validate, resumable=True, heading="EPM program", start_label="Generate EPM program",
            steps=("Reading the session, canvas and research", "Deriving workstreams and tasks",
                   "Sizing the plan to the deadline and the team", "Dating tasks and milestones",
                   "Splitting the budget across workstreams", "Loading the team week by week", "Assessing risks",

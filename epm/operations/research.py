@@ -16,8 +16,7 @@ from urllib.parse import urlsplit
 
 from bs4 import BeautifulSoup
 
-from ..jobs.registry import operation
-from ..jobs.runner import JobContext, OperationError
+from ..jobs import JobContext, OperationError, operation
 from ..models import Analysis
 from . import facts, text
 from .fetch import FetchFailed, FetchPolicy, Page, PageFetcher
@@ -143,8 +142,8 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or url[:60]
 
 
-@operation("web_research", title="Web research", ready="Research report ready", view_label="View report",
-           resumable=True, needs=("source_urls",),
+@operation("web_research", title="Web research", ready="Research report ready", view_label="View research report",
+           resumable=True, start_label="Run web research", needs=("source_urls",),
            steps=("Reading the session", "Summarising the sources and their key facts", "Saving the research report"))
 def research_sources(ctx: JobContext) -> dict[str, Any]:
     """Reads the session's source web pages and reports their titles, headings and key terms."""

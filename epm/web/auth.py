@@ -34,9 +34,9 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..concurrency import run_blocking
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db, get_redis, login_manager
-from ..jobs.runner import run_blocking
 from ..models import User
 
 bp = Blueprint("auth", __name__)

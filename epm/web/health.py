@@ -16,11 +16,11 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 
-from .. import metrics
+from .. import metrics, signals
+from ..concurrency import under_gevent
 from ..errors import Unauthorized
 from ..extensions import csrf, db, get_redis
-from ..jobs import current_jobs, signals
-from ..jobs.runner import under_gevent
+from ..jobs import current_jobs
 
 bp = Blueprint("health", __name__)
 csrf.exempt(bp)
@@ -40,7 +40,7 @@ def readyz():
     timeout = float(current_app.config["EPM_READY_TIMEOUT"])
     checks = {"redis": _check("redis", _ping_redis, timeout),
               "database": _check("database", _select_one, timeout)}
-    accepting = current_jobs().runner.accepting
+    accepting = current_jobs().accepting
     ready = accepting and all(state == "ok" for state in checks.values())
     status = "ready" if ready else "stopping" if not accepting else "unavailable"
     response = jsonify(status=status, **checks)
@@ -59,7 +59,7 @@ def metrics_exposition():
         response.status_code = error.status
         response.headers["WWW-Authenticate"] = 'Bearer realm="epm metrics"'
         return response
-    body, content_type = metrics.render(current_jobs().store, request.headers.get("Accept"))
+    body, content_type = metrics.render(current_jobs(), request.headers.get("Accept"))
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 

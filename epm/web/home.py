@@ -14,7 +14,7 @@ from ..extensions import db
 from ..jobs.registry import all_operations
 from ..models import StrategySession
 from .auth import MIN_PASSWORD
-from .operation_panels import FIXES, PANELS
+from .operation_panels import FIXES
 
 bp = Blueprint("home", __name__)
 log = logging.getLogger(__name__)
@@ -34,9 +34,8 @@ def live_data() -> dict[str, Any]:
     def build() -> dict[str, Any]:
         operations = {}
         for op in all_operations():
-            panel = PANELS.get(op.name)
             operations[op.name] = {"title": op.title, "ready": op.ready, "view_label": op.view_label,
-                                   "running": panel.running if panel else f"{op.title} in progress…",
+                                   "running": op.running_label,
                                    "steps": list(getattr(op, "steps", ()) or ())}
         sessions = session_names() if current_user.is_authenticated else {}
         fixes = {code: {"label": fix.label, "field": fix.field, "retry": fix.retry_helps}

@@ -10,13 +10,10 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
-from sqlalchemy import select
 
 from ..errors import EpmError
-from ..extensions import db
 from ..jobs import current_jobs
 from ..jobs.job import Job, JobStatus, parse_iso
-from ..jobs.models import BackgroundJob
 from ..jobs.registry import all_operations, get_operation
 from .auth import signed_in_user_id as _uid
 from .home import session_names as user_session_names
@@ -83,7 +80,7 @@ def index():
     if job_type and job_type not in operations:
         problems.append(f"There is no job type “{job_type}”: choose one from the list.")
         job_type = None
-    listed = current_jobs().list(_uid(), limit=LIMIT, status=status, job_type=job_type)
+    listed = current_jobs().jobs(_uid(), limit=LIMIT, status=status, job_type=job_type)
     running = [job for job in listed if not job.is_terminal]
     finished = [job for job in listed if job.is_terminal]
     return render_template("jobs/index.html", running=running, finished=finished, operations=operations,
@@ -98,10 +95,7 @@ def show(job_id: str):
     service = current_jobs()
     user_id = _uid()
     job = service.get(job_id, user_id)
-    retry_id = db.session.scalar(select(BackgroundJob.id)
-                                 .where(BackgroundJob.retry_of == job.id, BackgroundJob.user_id == user_id)
-                                 .order_by(BackgroundJob.created_at.desc()).limit(1))
-    retried_as = service.get(retry_id, user_id) if retry_id else None
+    retried_as = service.retried_by(job.id, user_id)
     return render_template("jobs/show.html", job=job, retried_as=retried_as, fix_for=fix_for, steps=step_states(job),
                            session_name=session_names([job]).get(job.session_id))
 

@@ -12,28 +12,12 @@ from sqlalchemy import select
 from ..extensions import db
 from ..jobs import current_jobs
 from ..jobs.job import Job, JobStatus
-from ..jobs.registry import get_operation
+from ..jobs.registry import Operation, get_operation
 from ..models import Analysis, Program, StrategySession
 
-
-@dataclass(frozen=True)
-class PanelText:
-    heading: str
-    button: str
-    running: str
-    view: str
-    noun: str
-
-
-# The session page lists the operations in the order a team would run them.
-PANELS: dict[str, PanelText] = {
-    "web_research": PanelText("Web research", "Run web research", "Web research in progress…",
-                              "View research report", "research report"),
-    "bmc_analysis": PanelText("Business model canvas", "Build business model canvas",
-                              "Business model canvas in progress…", "View canvas", "canvas"),
-    "epm_generation": PanelText("EPM program", "Generate EPM program", "EPM generation in progress…",
-                                "View program", "program"),
-}
+# The session page lists the operations in the order a team would run them; their labels are their own
+# (``@operation(heading=..., start_label=..., view_label=...)``).
+PANELS: tuple[str, ...] = ("web_research", "bmc_analysis", "epm_generation")
 
 
 @dataclass(frozen=True)
@@ -75,7 +59,7 @@ def blocked_reason(operation: str, session: StrategySession) -> str | None:
 @dataclass
 class Panel:
     operation: str
-    text: PanelText
+    op: Operation
     active: Job | None
     failed: Job | None
     result_url: str | None
@@ -90,16 +74,17 @@ class Panel:
 
 def operation_panels(session: StrategySession, user_id: str) -> list[Panel]:
     """One panel per operation: the active job (if any), the latest job if it failed, the latest result."""
-    jobs = current_jobs().list(user_id, limit=50, session_id=str(session.id))
+    jobs = current_jobs().jobs(user_id, limit=50, session_id=str(session.id))
     results = _latest_results(session)
     panels = []
-    for name, text in PANELS.items():
+    for name in PANELS:
+        op = get_operation(name)
         mine = [job for job in jobs if job.job_type == name]
         active = next((job for job in mine if not job.is_terminal), None)
         latest = mine[0] if mine else None
         failed = latest if latest is not None and latest.status == JobStatus.FAILED else None
         url, at = results.get(name, (None, None))
-        panels.append(Panel(name, text, active, failed, url, at, blocked_reason(name, session),
+        panels.append(Panel(name, op, active, failed, url, at, blocked_reason(name, session),
                             missing_field(name, session)))
     return panels
 

@@ -87,7 +87,7 @@ def api_list() -> Response:
 @login_required
 def index():
     programs = _programs()
-    running = [job for job in current_jobs().list(_uid(), limit=50, status=None, job_type="epm_generation")
+    running = [job for job in current_jobs().jobs(_uid(), limit=50, status=None, job_type="epm_generation")
                if not job.is_terminal]
     session_names = dict(db.session.execute(
         select(StrategySession.id, StrategySession.name).where(StrategySession.user_id == int(_uid()))).all())

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, flash, jsonify, redirect, render_template
 from flask_login import login_required
 from sqlalchemy import select
 
-from ..api_schema import SessionFields, SessionPatch, parse_body
+from ..api_schema import SessionFields, SessionPatch
 from ..errors import Conflict, DuplicateJob, EpmError, NotFound, ValidationFailed
 from ..extensions import db
 from ..jobs import current_jobs
@@ -17,6 +17,7 @@ from ..jobs.api import start_response
 from ..jobs.job import iso
 from ..jobs.registry import get_operation
 from ..models import StrategySession
+from ..request_body import parse_body
 from .auth import signed_in_user_id as _uid
 from .operation_panels import blocked_reason, operation_panels
 from .session_input import CURRENCIES, clean_session, from_form

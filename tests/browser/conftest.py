@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from epm.jobs.store import Guard
 from tests.support import LiveServer, PostgresDatabase, real_backends, upgrade_database
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -476,7 +477,7 @@ def inject_message(job_store, job_id: str, message: str) -> None:
     job = job_store.load(job_id)
     job.message = message
     job.seq = next_seq(job.seq)
-    job_store.save(job)
+    job_store.write(job, Guard.RECORD)
 
 
 # -- accessibility: axe-core from npm (``npm ci``), injected into the page under test -----------------------

@@ -88,7 +88,7 @@ def test_1_generate_shows_a_progress_bar_at_once_moving_live_to_the_result(user,
 
     row = db_job(job_id)
     assert row is not None and row["status"] == "completed" and row["job_type"] == "epm_generation"
-    assert row["result_data"]["url"] == href
+    assert row["result"]["url"] == href
 
     result.click()
     expect(page).to_have_url(re.compile(rf"{re.escape(href)}$"))

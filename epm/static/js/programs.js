@@ -8,8 +8,8 @@ import { timeElement } from "./time.js";
 const RECENT = 5;
 
 export function init(inProgress, recent) {
-  if (!inProgress || !recent) return;
-  const operation = inProgress.dataset.programsInProgress || "epm_generation";
+  const operation = inProgress?.dataset.programsInProgress;
+  if (!operation || !recent) return;
   const names = new Map();
   let askedNames = false;
 

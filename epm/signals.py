@@ -1,4 +1,5 @@
-"""Signals the job system sends, for metrics and logs to listen to without the jobs knowing them."""
+"""Signals the job system (and the error handlers) send, for metrics and logs to listen to without the
+senders knowing them. At the bottom of the imports: anything may send, anything may listen."""
 
 from blinker import Namespace
 

@@ -1,4 +1,4 @@
-"""A server worker's life as the job system sees it: upkeep when it starts, a graceful stop when it goes.
+"""gunicorn's worker hooks for the job system: upkeep when a worker starts, a graceful stop when it goes.
 
 gunicorn.conf.py calls these from its worker hooks. A worker told to stop — SIGTERM from the arbiter
 (a deploy, a scale-down) or its own ``max_requests`` — stops taking jobs at once, ends its event
@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Flask
 
-from .runner import under_gevent
+from .concurrency import under_gevent
 
 log = logging.getLogger("epm.jobs")
 
@@ -48,11 +48,11 @@ class WorkerLifecycle:
         try:
             log.info("worker stopping (%s): no new jobs; running ones get %.1fs to finish", reason, self.grace)
             self._close_streams()
-            interrupted = self.app.extensions["epm.jobs"].runner.shutdown(self.grace)
+            interrupted = self.app.extensions["epm.jobs"].stop(self.grace)
             if interrupted:
                 log.warning("worker stopping: %d job(s) had to be told to stop: %s", len(interrupted),
                             ", ".join(interrupted))
-            self.app.extensions["epm.maintenance"].stop()
+            self.app.extensions["epm.upkeep"].stop()
         except Exception:
             log.exception("worker stopping: job shutdown failed")
         finally:
@@ -63,10 +63,10 @@ class WorkerLifecycle:
         self.stopping = True
         try:
             self._close_streams()
-            interrupted = self.app.extensions["epm.jobs"].runner.shutdown(0)
+            interrupted = self.app.extensions["epm.jobs"].stop(0)
             if interrupted:
                 log.warning("worker %s: %d job(s) interrupted: %s", reason, len(interrupted), ", ".join(interrupted))
-            self.app.extensions["epm.maintenance"].stop()
+            self.app.extensions["epm.upkeep"].stop()
         except Exception:
             log.exception("worker %s: could not record running jobs as interrupted; the reaper will", reason)
         finally:
@@ -108,10 +108,10 @@ def attach(worker: Any) -> WorkerLifecycle | None:
         life.idle_waits = _IdleWaits(worker.timeout_ctx)
         worker.timeout_ctx = life.idle_waits.wait
 
-    maintenance = app.extensions["epm.maintenance"]
+    upkeep = app.extensions["epm.upkeep"]
     if app.config["EPM_MAINTENANCE"]:
-        maintenance.start()
-        maintenance.kick()  # reconcile now what a previous process left behind
+        upkeep.start()
+        upkeep.kick()  # reconcile now what a previous process left behind
     return life
 
 
