@@ -18,6 +18,9 @@ from epm.extensions import db
 from epm.models import User
 from tests.support import LiveServer, PostgresDatabase, real_backends, upgrade_database
 
+# The fault tests' fixtures (``backends``: a redis-server and a PostgreSQL cluster of their own; ``fleet``).
+pytest_plugins = ["tests.fault_support"]
+
 BACKENDS = ["embedded", "real"]
 
 # The test operation demo_countdown exists only with EPM_DEMO=1; request-rate limits are off unless a test

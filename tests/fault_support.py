@@ -243,7 +243,7 @@ class Backends:
 
 @pytest.fixture(scope="module", name="backends")
 def backends_fixture():
-    """Our own Redis and PostgreSQL for one test module (import ``backends_fixture`` into it)."""
+    """Our own Redis and PostgreSQL for one test module (tests/conftest.py registers this module's fixtures)."""
     own = Backends()
     yield own
     own.close()
@@ -251,7 +251,7 @@ def backends_fixture():
 
 @pytest.fixture(name="fleet")
 def fleet_fixture():
-    """The live servers and sessions of one test, stopped at its end (import ``fleet_fixture``)."""
+    """The live servers and sessions of one test, stopped at its end."""
     own = Fleet()
     yield own
     own.close()

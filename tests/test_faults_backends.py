@@ -15,9 +15,7 @@ import pytest
 
 from tests.fault_support import (
     Backends,
-    backends_fixture,  # noqa: F401 (a fixture)
     flask_jobs,
-    fleet_fixture,  # noqa: F401 (a fixture)
     job_state,
     start_demo,
     wait_running,

@@ -16,8 +16,6 @@ import pytest
 
 from tests.fault_support import (
     Backends,
-    backends_fixture,  # noqa: F401 (a fixture)
-    fleet_fixture,  # noqa: F401 (a fixture)
     job_state,
     start_demo,
     users_on,

@@ -14,9 +14,7 @@ import httpx
 import pytest
 
 from tests.fault_support import (
-    backends_fixture,  # noqa: F401 (a fixture)
     flask_jobs,
-    fleet_fixture,  # noqa: F401 (a fixture)
     job_state,
     start_demo,
     wait_running,
@@ -85,7 +83,7 @@ def test_jobs_of_a_server_killed_outright_are_interrupted_at_the_next_start_even
     assert seen["status"] == "failed" and seen["error_code"] == "interrupted"
 
 
-def test_flask_jobs_reap_interrupts_the_jobs_of_a_dead_server(backends, fleet):
+def test_flask_jobs_upkeep_interrupts_the_jobs_of_a_dead_server(backends, fleet):
     env = backends.env()
     server = fleet.server(env, workers=1)
     user = fleet.user(server.url)

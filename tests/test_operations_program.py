@@ -17,16 +17,9 @@ from epm.operations.program import build_program, validate, workday, workdays_be
 from epm.operations.risks import ROLES
 from epm.operations.sizing import buffer_days
 from epm.operations.workstreams import classify, count_in
-from tests.test_operations_canvas import coffee_brief, coffee_research
+from tests.test_operations_canvas import MEAL_KITS, coffee_brief, coffee_research
 
 MONDAY = date(2025, 3, 3)
-MEAL_KITS = SessionBrief(
-    id=1, name="Lyon meal kits",
-    business="We run a subscription meal-kit service for busy families in Lyon, delivering fresh local "
-             "ingredients every week.",
-    objectives=("Launch in 3 new cities", "Build a mobile app for ordering", "Hire 5 delivery drivers",
-                "Grow monthly revenue by 20%"),
-    budget=Decimal("250000"), deadline=date(2025, 12, 19), team_size=6)
 
 
 def build(brief: SessionBrief = MEAL_KITS, **kwargs) -> dict:

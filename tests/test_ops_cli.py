@@ -162,7 +162,7 @@ def test_cancel_stops_a_running_job_and_retry_runs_it_again_linked_to_the_first(
     assert seen["status"] == "completed", "the user sees the retry run by the CLI"
 
 
-def test_a_retry_whose_process_dies_is_reaped_by_flask_jobs_reap(env, user, store):
+def test_a_retry_whose_process_dies_is_reaped_by_flask_jobs_upkeep(env, user, store):
     job = user.start_demo(steps=100, step_seconds=0.1)
     running(user, job["id"])
     cancel(user, job["id"])

@@ -10,8 +10,6 @@ import pytest
 
 from tests.fault_support import (  # backends: for its PostgreSQL; its standalone Redis stays unused
     SentinelCluster,
-    backends_fixture,  # noqa: F401 (a fixture)
-    fleet_fixture,  # noqa: F401 (a fixture)
     start_demo,
     wait_running,
 )
