@@ -34,6 +34,34 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def recorded_row(app, job_id: str, status: str = "completed", timeout: float = 10.0) -> Any:
+    """Wait until the job's ``background_jobs`` row says ``status``; return the row (its columns loaded)."""
+    from epm.extensions import db
+    from epm.jobs.models import BackgroundJob
+
+    def written() -> Any:
+        db.session.expire_all()
+        row = db.session.get(BackgroundJob, job_id)
+        return row if row is not None and row.status == status else None
+
+    with app.app_context():
+        return wait_for(written, timeout, message=f"the {status} row of job {job_id}")
+
+
+def live_env(request: Any, tmp_path_factory: Any, **settings: str) -> dict[str, str]:
+    """A live server's environment: ``settings`` on real Redis and PostgreSQL when they are configured (the
+    run's fresh database), else on the embedded default with a migrated SQLite file of its own."""
+    env = {"LOG_LEVEL": "WARNING", **settings}
+    if real_backends():
+        env["REDIS_URL"] = real_backends()[0]
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('live') / 'epm.sqlite'}"
+        env["REDIS_URL"] = ""
+        upgrade_database(env["DATABASE_URL"])
+    return env
+
+
 def real_backends() -> tuple[str, str] | None:
     redis_url, database_url = os.environ.get("REDIS_URL"), os.environ.get("DATABASE_URL")
     return (redis_url, database_url) if redis_url and database_url else None

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from tests.support import Browserish, LiveServer, real_backends, upgrade_database, wait_for
+from tests.support import Browserish, LiveServer, live_env, wait_for
 
 pytestmark = pytest.mark.live
 
@@ -16,17 +16,9 @@ pytestmark = pytest.mark.live
 @pytest.fixture(scope="module")
 def server_env(tmp_path_factory, request):
     """Environment for servers of this module: real Redis/PostgreSQL when configured, else embedded."""
-    env = {"SECRET_KEY": "live-test", "EPM_KEY_PREFIX": f"epmlive:{uuid.uuid4().hex[:8]}:",
-           "EPM_SSE_HEARTBEAT": "0.5", "LOG_LEVEL": "WARNING", "EPM_MAINTENANCE_INTERVAL": "1"}
-    if real_backends():
-        env["REDIS_URL"] = real_backends()[0]
-        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    else:
-        path = tmp_path_factory.mktemp("live") / "epm.sqlite"
-        env["DATABASE_URL"] = f"sqlite:///{path}"
-        env["REDIS_URL"] = ""
-        upgrade_database(env["DATABASE_URL"])
-    return env
+    return live_env(request, tmp_path_factory, SECRET_KEY="live-test",
+                    EPM_KEY_PREFIX=f"epmlive:{uuid.uuid4().hex[:8]}:", EPM_SSE_HEARTBEAT="0.5",
+                    EPM_MAINTENANCE_INTERVAL="1")
 
 
 @pytest.fixture(scope="module")

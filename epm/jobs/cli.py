@@ -28,7 +28,7 @@ from .registry import all_operations
 from .service import ACTIVE_STATUSES as ACTIVE
 
 # Redis hash fields whose database column has another name.
-_COLUMN_OF = {"message": "progress_message", "error": "error_message", "result": "result_data"}
+_COLUMN_OF = {"message": "progress_message", "error": "error_message", "result": "result_data", "timeline": "step_log"}
 _FIELD_OF = {column: name for name, column in _COLUMN_OF.items()}
 _PURGE_BATCH = 500
 

@@ -59,7 +59,7 @@ def next_seq(previous: int) -> int:
 
 _INT_FIELDS = {"progress", "seq", "attempt"}
 _BOOL_FIELDS = {"cancel_requested"}
-_JSON_FIELDS = {"result", "attempts"}
+_JSON_FIELDS = {"result", "attempts", "timeline", "estimate"}
 
 RESUMED_MESSAGE = "Resumed after a server restart"
 
@@ -90,6 +90,10 @@ class Job:
     attempt: int = 1
     # The earlier runs, oldest first: ``{"attempt", "started_at", "ended_at", "ended"}`` each.
     attempts: list[dict[str, Any]] | None = None
+    # The declared steps of this run, each with its start and end (see steps.py), and the estimate of its
+    # duration from earlier runs, read when it began.
+    timeline: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -144,6 +148,9 @@ class Job:
         data["status"] = self.status.value
         data["terminal"] = self.is_terminal
         data.update(self.extra)
+        from .steps import sent_fields  # steps.py imports this module
+
+        data.update(sent_fields(self))
         return data
 
     def to_json(self) -> str:

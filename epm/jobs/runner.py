@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .. import logs
-from . import signals
+from . import signals, steps
 from .job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
 from .registry import Operation
 
@@ -183,15 +183,18 @@ class _LiveJob:
             if self.finalized or self.reaped:
                 return  # terminal states are final: a late report from the operation changes nothing
             pct = max(0, min(100, int(percent)))
+            stepped = steps.advance(self.job, message)
             if message is not None and self.job.attempt > 1:
                 message = f"{message} ({RESUMED_MESSAGE.lower()})"  # the user sees why it starts over
             changed = pct != self.job.progress or (message is not None and message != self.job.message)
-            if not changed:
+            if not changed and not stepped:
                 return
             self.job.progress = pct
             if message is not None:
                 self.job.message = message
-            if time.monotonic() - self.last_write >= self.interval:
+            if stepped:
+                self.flush(full=True)  # a new step: the timeline is written with the whole state, at once
+            elif time.monotonic() - self.last_write >= self.interval:
                 self.flush()
             else:
                 self.dirty = True
@@ -383,6 +386,7 @@ class Runner:
             job.status = JobStatus.RUNNING
             job.started_at = job.started_at if job.attempt > 1 and job.started_at else iso(utcnow())
             job.message = job.message if job.message and job.message != "Waiting to start" else "Starting"
+            steps.begin(job, operation.steps, self.store)
             live.flush(status_change=True)
         if job.attempt > 1:
             log.info("job %s resumed (%s, attempt %d of %d)", job.id, job.job_type, job.attempt, self.max_attempts,
@@ -439,10 +443,12 @@ class Runner:
             job.result = result
             job.cancel_requested = False
             job.completed_at = iso(utcnow())
+            steps.finish(job)
             saved = live.flush(status_change=True)
         if live.reaped:
             return
         log.info("job %s %s", job.id, status.value, extra=_log_extra(job))
+        steps.remember(self.store, job)
         recorded = self.on_terminal(job)
         if not saved and patient:
             self._retry_terminal_write(live, recorded)

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import redis
 
+from . import steps
 from .job import TERMINAL, Job, JobStatus, iso, next_seq, parse_iso, utcnow
 
 TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
@@ -85,6 +86,13 @@ class JobStore:
 
     def user_running_key(self, user_id: str) -> str:
         return f"{self.prefix}user:{user_id}:running"
+
+    def history_key(self, job_type: str) -> str:
+        """Everyone's recent completed runs of an operation: their durations, for estimates (steps.py)."""
+        return f"{self.prefix}history:{job_type}"
+
+    def user_history_key(self, user_id: str, job_type: str) -> str:
+        return f"{self.prefix}user:{user_id}:history:{job_type}"
 
     # -- writing -------------------------------------------------------------------------------
     def deadline(self) -> float:
@@ -355,6 +363,7 @@ class JobStore:
         """
 
         def end(job: Job) -> Job:
+            steps.finish(job, at=job.updated_at)  # its runner was last heard of then
             now = _now_iso()
             job.status = status
             job.error_code = error_code
