@@ -59,6 +59,28 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class StepOut(BaseModel):
+    name: str = Field(description="The step as the operation declares it (GET /api/operations).")
+    started_at: str | None = Field(description="When it started (server time); null while to come.")
+    ended_at: str | None = Field(description="When the next step, or the job's end, ended it.")
+    seconds: float | None = Field(description="Its duration, once it ended.")
+
+
+class TimelineOut(BaseModel):
+    step: int | None = Field(description="Index of the step running now (the last one reached once the job "
+                                         "ended); null before the first.")
+    steps: list[StepOut]
+
+
+class EstimateOut(BaseModel):
+    basis: Literal["user", "everyone"] = Field(
+        description="Whose earlier completed runs: the user's when they have 3, else everyone's.")
+    runs: int = Field(ge=1, description="How many earlier runs (at most 20).")
+    seconds: float = Field(description="Their median duration.")
+    steps: list[float | None] = Field(description="The median duration of each step.")
+    left: float | None = Field(description="Seconds probably left when this was sent (null once ended).")
+
+
 class JobOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
@@ -80,6 +102,11 @@ class JobOut(BaseModel):
     retry_of: str | None
     cancel_requested: bool
     terminal: bool
+    timeline: TimelineOut | None = Field(
+        default=None, description="The operation's declared steps, each with its start and end; null without.")
+    estimate: EstimateOut | None = Field(
+        default=None, description="Time left, from earlier runs of the operation; null without any.")
+    elapsed: float | None = Field(default=None, description="Seconds since it started (to its end once ended).")
 
 
 class JobEnvelope(BaseModel):

@@ -37,6 +37,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def recorded_row(app, job_id: str, status: str = "completed", timeout: float = 10.0) -> Any:
+    """Wait until the job's ``background_jobs`` row says ``status``; return the row (its columns loaded)."""
+    from epm.extensions import db
+    from epm.jobs.models import BackgroundJob
+
+    def written() -> Any:
+        db.session.expire_all()
+        row = db.session.get(BackgroundJob, job_id)
+        return row if row is not None and row.status == status else None
+
+    with app.app_context():
+        return wait_for(written, timeout, message=f"the {status} row of job {job_id}")
+
+
 def real_backends() -> tuple[str, str] | None:
     redis_url, database_url = os.environ.get("REDIS_URL"), os.environ.get("DATABASE_URL")
     return (redis_url, database_url) if redis_url and database_url else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import make_user, sign_in
-from tests.support import wait_for
+from tests.support import recorded_row, wait_for
 
 
 def start(client, **params):
@@ -30,17 +30,8 @@ def test_started_job_runs_to_completion_and_is_recorded(app, auth_client):
     assert done["status"] == "completed" and done["progress"] == 100
     assert done["result"]["summary"] == "Counted 3 steps"
     assert done["seq"] > job["seq"]
-    from epm.extensions import db
-    from epm.jobs.models import BackgroundJob
-
-    with app.app_context():
-        def completed_row():
-            db.session.expire_all()
-            row = db.session.get(BackgroundJob, job["id"])
-            return row if row is not None and row.status == "completed" else None
-
-        row = wait_for(completed_row, message="the terminal row")
-        assert row.result["steps"] == 3 and row.completed_at is not None and row.params == {"steps": 3}
+    row = recorded_row(app, job["id"])
+    assert row.result["steps"] == 3 and row.completed_at is not None and row.params == {"steps": 3}
 
 
 def test_list_is_newest_first_with_filters(auth_client):

@@ -11,6 +11,7 @@ from epm.jobs import JobContext, current_jobs
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
 from epm.jobs.registry import operation
 from epm.jobs.store import REFUSED, WRITTEN, Guard
+from epm.jobs.upkeep import end_orphan
 from tests.support import wait_for
 
 
@@ -212,12 +213,12 @@ def test_lock_admits_one_job_per_user_session_and_type(app):
 def test_reaper_never_interrupts_a_job_whose_heartbeat_is_fresh(app):
     store = current_jobs_store(app)
     store.write(_job(), Guard.RECORD)
-    assert store.finish_orphan("j1", JobStatus.FAILED, error_code="interrupted", error="x") is None
+    assert end_orphan(store, "j1", JobStatus.FAILED, error_code="interrupted", error="x") is None
     store.redis.zadd(store.active_key, {"j1": 1.0})  # deadline long past
-    reaped = store.finish_orphan("j1", JobStatus.FAILED, error_code="interrupted", error="gone")
+    reaped = end_orphan(store, "j1", JobStatus.FAILED, error_code="interrupted", error="gone")
     assert reaped is not None and reaped.status is JobStatus.FAILED and reaped.error_code == "interrupted"
     assert store.load("j1").status is JobStatus.FAILED
-    assert store.finish_orphan("j1", JobStatus.FAILED, error_code="interrupted", error="x") is None
+    assert end_orphan(store, "j1", JobStatus.FAILED, error_code="interrupted", error="x") is None
 
 
 def test_seq_only_grows_whoever_writes():

@@ -19,7 +19,7 @@ from epm.jobs.models import BackgroundJob
 from epm.jobs.registry import get_operation
 from epm.jobs.sse import stream
 from epm.jobs.store import Guard
-from epm.jobs.upkeep import Upkeep
+from epm.jobs.upkeep import Upkeep, end_orphan
 from tests.fault_support import cut_off_runner
 from tests.support import wait_for
 
@@ -63,7 +63,7 @@ def test_a_runner_cut_off_from_redis_whose_job_was_reaped_stops_and_overwrites_n
     job = start(app, steps=40, step_seconds=0.1)
     wait_for(lambda: live(app, job.id).status is JobStatus.RUNNING, message="the job to run")
     cut_off_runner(monkeypatch, store, job.id)
-    reaped = store.finish_orphan(job.id, JobStatus.FAILED, error_code="interrupted", error="gone")
+    reaped = end_orphan(store, job.id, JobStatus.FAILED, error_code="interrupted", error="gone")
     assert reaped is not None
     with app.app_context():
         service.records.record_terminal(reaped)

@@ -59,7 +59,7 @@ def next_seq(previous: int) -> int:
 
 _INT_FIELDS = {"progress", "seq", "attempt"}
 _BOOL_FIELDS = {"cancel_requested"}
-_JSON_FIELDS = {"result", "attempts"}
+_JSON_FIELDS = {"result", "attempts", "timeline", "estimate"}
 
 RESUMED_MESSAGE = "Resumed after a server restart"
 #: The error of a job whose run ended with its process (error code ``interrupted``), however it was found.
@@ -92,6 +92,10 @@ class Job:
     attempt: int = 1
     # The earlier runs, oldest first: ``{"attempt", "started_at", "ended_at", "ended"}`` each.
     attempts: list[dict[str, Any]] | None = None
+    # The declared steps of this run, each with its start and end (see steps.py), and the estimate of its
+    # duration from earlier runs, read when it began.
+    timeline: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -146,6 +150,7 @@ class Job:
         data["status"] = self.status.value
         data["terminal"] = self.is_terminal
         data.update(self.extra)
+        data.update(sent_fields(self))
         return data
 
     def to_json(self) -> str:
@@ -153,3 +158,35 @@ class Job:
 
 
 _HASH_FIELDS = [f.name for f in fields(Job) if f.name != "extra"]
+
+
+# -- what a job says of its time when it is sent (its timeline itself: steps.py) ----------------------------
+def time_left(timeline: dict[str, Any] | None, estimate: dict[str, Any] | None, started_at: str | None,
+              now: datetime) -> float | None:
+    """Seconds probably left at ``now``: the medians of the steps ahead plus what is left of the running
+    step's (when every one is known), else the median total less the time spent; never below 0."""
+    if not estimate:
+        return None
+    medians = estimate.get("steps") or []
+    index = timeline.get("step") if timeline else None
+    if timeline and medians and None not in medians and len(medians) == len(timeline["steps"]):
+        if index is None:
+            return round(sum(medians), 3)
+        started = parse_iso(timeline["steps"][index]["started_at"])
+        spent = (now - started).total_seconds() if started else 0.0
+        return round(max(0.0, medians[index] - spent) + sum(medians[index + 1:]), 3)
+    began = parse_iso(started_at)
+    spent = (now - began).total_seconds() if began else 0.0
+    return round(max(0.0, estimate["seconds"] - spent), 3)
+
+
+def sent_fields(job: Job) -> dict[str, Any]:
+    """What the API and the events add to a job when they send it: ``elapsed`` and the estimate's ``left``."""
+    now = utcnow()
+    start = parse_iso(job.started_at)
+    end = parse_iso(job.completed_at) if job.completed_at else now
+    fields: dict[str, Any] = {"elapsed": round(max(0.0, (end - start).total_seconds()), 3) if start else None}
+    if job.estimate:
+        left = None if job.is_terminal else time_left(job.timeline, job.estimate, job.started_at, now)
+        fields["estimate"] = {**job.estimate, "left": left}
+    return fields

@@ -26,6 +26,7 @@ import redis
 
 from .. import signals
 from ..logs import job_fields
+from . import steps
 from .context import JobCancelled, ShuttingDown
 from .job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
 from .store import WRITTEN, Guard
@@ -141,6 +142,7 @@ class LiveJob:
             job.result = result
             job.cancel_requested = False
             job.completed_at = iso(utcnow())
+            steps.finish(job)
             self._patient = patient
             self._pending = _WHOLE
             self._move(Phase.ENDING, LIVE)
@@ -167,14 +169,18 @@ class LiveJob:
             if self.phase not in LIVE:
                 return  # a late report from the operation changes nothing
             pct = max(0, min(100, int(percent)))
+            stepped = steps.advance(self.job, message)
             if message is not None and self.job.attempt > 1:
                 message = f"{message} ({RESUMED_MESSAGE.lower()})"  # the user sees why it starts over
-            if pct == self.job.progress and (message is None or message == self.job.message):
+            if not stepped and pct == self.job.progress and (message is None or message == self.job.message):
                 return
             self.job.progress = pct
             if message is not None:
                 self.job.message = message
-            if self._pending is None:
+            if stepped:
+                self._pending = _WHOLE  # a new step: the timeline is written with the whole state, at once
+                self._wake.set()
+            elif self._pending is None:
                 self._pending = _PROGRESS
                 self._wake.set()
 

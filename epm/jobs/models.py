@@ -95,6 +95,8 @@ class BackgroundJob(db.Model):
     # Which run of the job the row records (1, or more once resumed), and the earlier runs, oldest first.
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(CleanJSON)
+    # The finished job's step timeline (epm/jobs/steps.py): each declared step with its start and end.
+    timeline: Mapped[dict[str, Any] | None] = mapped_column(CleanJSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -124,6 +126,7 @@ class BackgroundJob(db.Model):
         self.retry_of = job.retry_of
         self.attempt = job.attempt or 1
         self.attempts = list(job.attempts) if job.attempts else None
+        self.timeline = job.timeline
         self.created_at = parse_iso(job.created_at) or datetime.now(UTC)
         self.started_at = parse_iso(job.started_at)
         self.completed_at = parse_iso(job.completed_at)
@@ -136,7 +139,7 @@ class BackgroundJob(db.Model):
             updated_at=iso(self.completed_at or self.started_at or self.created_at),
             completed_at=iso(self.completed_at), error_code=self.error_code, error=self.error,
             result=self.result, retry_of=self.retry_of, attempt=self.attempt or 1,
-            attempts=list(self.attempts) if self.attempts else None,
+            attempts=list(self.attempts) if self.attempts else None, timeline=self.timeline,
         )
         # A row's seq is the time of its last state, which is not older than any seq written for it.
         job.seq = int((self.completed_at or self.started_at or self.created_at).timestamp() * 1000)

@@ -22,6 +22,7 @@ import redis
 
 from .. import logs, signals
 from ..logs import job_fields
+from . import steps
 from .context import JobCancelled, JobContext, OperationError, ShuttingDown
 from .job import INTERRUPTED_MESSAGE, Job, JobStatus, iso, utcnow
 from .live import LiveJob, Phase
@@ -105,6 +106,7 @@ class Runner:
             job.status = JobStatus.RUNNING
             job.started_at = job.started_at if job.attempt > 1 and job.started_at else iso(utcnow())
             job.message = job.message if job.message and job.message != "Waiting to start" else "Starting"
+            steps.begin(job, operation.steps, self.store)
         live.begin()
         if job.attempt > 1:
             log.info("job %s resumed (%s, attempt %d of %d)", job.id, job.job_type, job.attempt, self.max_attempts,
@@ -148,6 +150,7 @@ class Runner:
                         patient=patient):
             return
         log.info("job %s %s", job.id, status.value, extra=job_fields(job))
+        steps.remember(self.store, job)
         live.recorded(self.on_terminal(job))
         signals.job_finished.send(job)
 

@@ -27,7 +27,7 @@ from .job import Job, JobStatus, iso, next_seq, utcnow
 from .records import ACTIVE_STATUSES, Records
 from .registry import get_operation
 from .runner import Runner
-from .upkeep import Upkeep
+from .upkeep import Upkeep, end_orphan
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -228,7 +228,7 @@ class JobService:
         job.cancel_requested = True
         if job_id not in self.runner.running:
             # No runner here: if none anywhere (its heartbeat lapsed), end it now.
-            orphan = self.store.finish_orphan(job_id, JobStatus.CANCELLED, error_code=None, error=None)
+            orphan = end_orphan(self.store, job_id, JobStatus.CANCELLED, error_code=None, error=None)
             if orphan is not None:
                 self.records.record_terminal(orphan)
                 return orphan

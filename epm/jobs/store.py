@@ -107,6 +107,13 @@ class JobStore:
     def user_running_key(self, user_id: str) -> str:
         return f"{self.prefix}user:{user_id}:running"
 
+    def history_key(self, job_type: str) -> str:
+        """Everyone's recent completed runs of an operation: their durations, for estimates (steps.py)."""
+        return f"{self.prefix}history:{job_type}"
+
+    def user_history_key(self, user_id: str, job_type: str) -> str:
+        return f"{self.prefix}user:{user_id}:history:{job_type}"
+
     # -- writing -------------------------------------------------------------------------------
     def deadline(self) -> float:
         return time.time() + self.heartbeat_timeout
@@ -334,22 +341,6 @@ class JobStore:
     def give_deadline(self, job_id: str) -> None:
         """Give a job a heartbeat deadline if it has none, so the reaper ends it unless a runner is alive."""
         self.redis.zadd(self.active_key, {job_id: self.deadline()}, nx=True)
-
-    def finish_orphan(self, job_id: str, status: JobStatus, *, error_code: str | None, error: str | None,
-                      require_overdue: bool = True, fallback: Job | None = None) -> Job | None:
-        """End a job nobody is running (``take_over``); the job as ended, or None if it was not orphaned."""
-
-        def end(job: Job) -> Job:
-            now = _now_iso()
-            job.status = status
-            job.error_code = error_code
-            job.error = error
-            job.updated_at = now
-            job.completed_at = now
-            job.cancel_requested = False
-            return job
-
-        return self.take_over(job_id, end, require_overdue=require_overdue, fallback=fallback)
 
     def take_over(self, job_id: str, change, *, require_overdue: bool = True,
                   fallback: Job | None = None) -> Job | None:

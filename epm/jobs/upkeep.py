@@ -27,6 +27,7 @@ from .. import signals
 from ..errors import NotFound
 from ..extensions import db
 from ..logs import job_fields
+from . import steps
 from .job import INTERRUPTED_MESSAGE, RESUMED_MESSAGE, Job, JobStatus, iso, utcnow
 from .registry import get_operation
 
@@ -124,7 +125,7 @@ class Upkeep:
             if resumed is not False:
                 return resumed
         cancelled = job is not None and job.cancel_requested
-        job = self.store.finish_orphan(job_id, JobStatus.CANCELLED if cancelled else JobStatus.FAILED,
+        job = end_orphan(self.store, job_id, JobStatus.CANCELLED if cancelled else JobStatus.FAILED,
                                        error_code=None if cancelled else "interrupted",
                                        error=None if cancelled else INTERRUPTED_MESSAGE, fallback=fallback)
         if job is None:
@@ -286,3 +287,21 @@ def _next_attempt(job: Job) -> Job:
     job.updated_at = now
     job.cancel_requested = False
     return job
+
+
+def end_orphan(store: JobStore, job_id: str, status: JobStatus, *, error_code: str | None, error: str | None,
+               require_overdue: bool = True, fallback: Job | None = None) -> Job | None:
+    """End a job nobody is running (``JobStore.take_over``); the job as ended, or None if it was not orphaned."""
+
+    def end(job: Job) -> Job:
+        steps.finish(job, at=job.updated_at)  # its runner was last heard of then
+        now = iso(utcnow())
+        job.status = status
+        job.error_code = error_code
+        job.error = error
+        job.updated_at = now
+        job.completed_at = now
+        job.cancel_requested = False
+        return job
+
+    return store.take_over(job_id, end, require_overdue=require_overdue, fallback=fallback)

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
-from ..errors import EpmError
-from ..jobs import current_jobs
-from ..jobs.job import Job, JobStatus, parse_iso
+from ..errors import EpmError, JobNotFound
+from ..jobs import current_jobs, steps
+from ..jobs.job import Job, JobStatus, parse_iso, time_left
 from ..jobs.registry import all_operations, get_operation
 from .auth import signed_in_user_id as _uid
 from .home import session_names as user_session_names
@@ -96,7 +96,9 @@ def show(job_id: str):
     user_id = _uid()
     job = service.get(job_id, user_id)
     retried_as = service.retried_by(job.id, user_id)
-    return render_template("jobs/show.html", job=job, retried_as=retried_as, fix_for=fix_for, steps=step_states(job),
+    return render_template("jobs/show.html", job=job, retried_as=retried_as, retried=retried_text(service, job),
+                           fix_for=fix_for,
+                           steps=steps.rows(job, declared_steps(job)), left=time_left_text(job),
                            session_name=session_names([job]).get(job.session_id))
 
 
@@ -107,24 +109,49 @@ def took(job: Job) -> str:
     if start is None:
         return "—"
     end = _as_utc(job.completed_at) or datetime.now(UTC)
-    minutes, seconds = divmod(max(0, round((end - start).total_seconds())), 60)
-    hours, minutes = divmod(minutes, 60)
-    text = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    text = clock((end - start).total_seconds())
     return text if job.is_terminal else f"{text} so far"
 
 
-def step_states(job: Job) -> list[tuple[str, str]]:
-    """``(label, "done" | "current" | "stopped" | "todo")`` for the operation's declared steps (steps.js's rule)."""
-    steps = list(get_operation(job.job_type).steps) if job.job_type in {op.name for op in all_operations()} else []
-    if not steps:
-        return []
-    current = steps.index(job.message) if job.message in steps else 0
-    if job.status == JobStatus.COMPLETED:
-        current = len(steps)
-    elif job.status == JobStatus.PENDING:
-        current = -1
-    live = "current" if job.status == JobStatus.RUNNING else "stopped"
-    return [(label, "done" if n < current else live if n == current else "todo") for n, label in enumerate(steps)]
+def clock(seconds: float) -> str:
+    """"0:42", "12:05", "1:02:07" (ui.js's ``duration``)."""
+    minutes, seconds = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def declared_steps(job: Job) -> tuple[str, ...]:
+    """The steps ``job``'s operation declares (none for an operation the app no longer offers)."""
+    return get_operation(job.job_type).steps if job.job_type in {op.name for op in all_operations()} else ()
+
+
+bp.add_app_template_filter(steps.step_time, "step_time")
+
+
+def time_left_text(job: Job) -> str:
+    """"about 0:20 left (based on your last 5 runs)" for an active job with an estimate (ui.js's ``leftText``)."""
+    estimate = job.estimate
+    left = time_left(job.timeline, estimate, job.started_at, datetime.now(UTC)) if not job.is_terminal else None
+    if left is None:
+        return ""
+    runs = estimate["runs"]
+    basis = (f"your last {runs} runs" if estimate["basis"] == "user"
+             else f"{runs} earlier run{'' if runs == 1 else 's'} by all users")
+    guess = f"about {clock(left)} left" if round(left) > 0 else "longer than usual"
+    return f"{guess} (based on {basis})"
+
+
+def retried_text(service, job: Job) -> str:
+    """How the attempt ``job`` retried ended: "failed in step 2 of 3, “Build”" ("" when it is gone or none)."""
+    if not job.retry_of:
+        return ""
+    try:
+        earlier = service.get(job.retry_of, _uid())
+    except JobNotFound:
+        return ""
+    ended = {"failed": "failed", "cancelled": "was cancelled"}.get(earlier.status.value, earlier.status.value)
+    where = steps.reached(earlier)
+    return f"{ended} in step {where[0]} of {where[1]}, “{where[2]}”" if where else ended
 
 
 def session_names(jobs: list[Job]) -> dict[str, str]:

@@ -90,13 +90,23 @@ def key_prefix() -> str:
 
 @pytest.fixture(scope="session")
 def live_server(browser_db, key_prefix) -> Iterator[LiveServer]:
-    env = {"SECRET_KEY": "browser-test", "REDIS_URL": real_backends()[0], "DATABASE_URL": browser_db,
-           "EPM_KEY_PREFIX": key_prefix, "EPM_STAGE_SECONDS": str(STAGE_SECONDS), "EPM_SSE_HEARTBEAT": "5",
+    with browser_server(browser_db, key_prefix) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def browser_server(database: str, prefix: str, *, workers: int = 2,
+                   stage_seconds: float = STAGE_SECONDS) -> Iterator[LiveServer]:
+    """A server for the browser tests on ``database``, its Redis keys under ``prefix`` (deleted after)."""
+    env = {"SECRET_KEY": "browser-test", "REDIS_URL": real_backends()[0], "DATABASE_URL": database,
+           "EPM_KEY_PREFIX": prefix, "EPM_STAGE_SECONDS": str(stage_seconds), "EPM_SSE_HEARTBEAT": "5",
            "LOG_LEVEL": "WARNING", "EPM_MAINTENANCE_INTERVAL": "2"}
-    server = LiveServer(env, workers=2).start()
-    yield server
-    server.stop()
-    _delete_keys(key_prefix)
+    server = LiveServer(env, workers=workers).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        _delete_keys(prefix)
 
 
 def _delete_keys(prefix: str) -> None:
@@ -311,6 +321,13 @@ def new_user(browser: Any, live_server: LiveServer, **context_options: Any) -> U
                                   **context_options)
     username = f"b{uuid.uuid4().hex[:10]}"
     return User(context, live_server.url, username, "password123").signup()
+
+
+def watched_user(browser: Any, server: LiveServer) -> User:
+    """``new_user`` whose pages' Content-Security-Policy violations are collected in ``.csp`` (a ``CspWatch``)."""
+    person = new_user(browser, server)
+    person.csp = CspWatch(person.context)
+    return person
 
 
 @pytest.fixture

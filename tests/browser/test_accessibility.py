@@ -13,7 +13,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import SCREENS, CspWatch, axe_violations, new_user, screenshot, wait_ready
+from tests.browser.conftest import SCREENS, axe_violations, screenshot, wait_ready, watched_user
 
 WIDTHS = {"wide": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 UNREADABLE = "https://no-such-site.invalid/about"
@@ -21,8 +21,7 @@ UNREADABLE = "https://no-such-site.invalid/about"
 
 @pytest.fixture(scope="module")
 def person(browser, live_server):
-    user = new_user(browser, live_server)
-    user.csp = CspWatch(user.context)
+    user = watched_user(browser, live_server)
     yield user
     user.context.close()
 

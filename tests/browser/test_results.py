@@ -23,6 +23,7 @@ from playwright.sync_api import expect
 from epm.operations.inputs import SessionBrief
 from epm.operations.research import build_report, extract_page
 from tests.browser.conftest import SCREENS, new_user, screenshot, wait_ready
+from tests.browser.test_accessibility import audit
 
 DATA = Path(__file__).parent.parent / "data" / "coffee"
 PHONE = {"width": 390, "height": 844}
@@ -185,6 +186,23 @@ def test_screenshots_of_the_program_canvas_and_research_pages(coffee):
     segments.first.click()
     expect(reason).to_be_visible()
 
+
+
+def test_axe_finds_no_violation_on_the_program_canvas_and_research_pages_at_either_width(coffee):
+    """The results pages (issue 16's accessibility point), light and dark, at 1280 and 390 px: axe-core's totals
+    per page state go to ``screenshots/axe-totals-results.json``."""
+    session_id = coffee["session"]["id"]
+    totals: dict[str, int] = {}
+    found: list[str] = []
+    for name, path in {"program": coffee["program_url"], "canvas": f"/sessions/{session_id}/canvas",
+                       "research report": f"/sessions/{session_id}/research"}.items():
+        page = _open(coffee, path, DESKTOP)
+        expect(page.locator("h1")).to_be_visible()
+        audit(page, f"results: {name}", totals, found, dark=True)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    (SCREENS / "axe-totals-results.json").write_text(json.dumps(totals, indent=1))
+    assert not found, "\n".join(found)
+    assert len(totals) == 12 and sum(totals.values()) == 0, totals
 
 
 def test_print_layout_shows_the_result_alone(coffee):

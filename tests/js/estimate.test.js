@@ -1,26 +1,40 @@
-// The time-left estimate from earlier runs (node --test).
+// The time left from the server's estimate and the job's timeline (node --test); the cases of the server's
+// test_time_left_counts_the_steps_ahead_and_what_is_left_of_the_current_one, so both sides agree.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { timeLeft, typicalSeconds } from "../../epm/static/js/estimate.js";
+import { basisText, timeLeft } from "../../epm/static/js/estimate.js";
 
-const run = (id, seconds, extra = {}) => ({ id, job_type: "epm_generation", status: "completed",
-  started_at: "2026-12-01T10:00:00.000Z", completed_at: new Date(Date.parse("2026-12-01T10:00:00Z") + seconds * 1000).toISOString(),
-  ...extra });
+const NOW = Date.parse("2026-12-01T10:00:10.000Z");
+const ago = (seconds) => new Date(NOW - seconds * 1000).toISOString();
+const estimate = { basis: "user", runs: 3, seconds: 30, steps: [10, 10, 10] };
+const plan = () => ({ step: null, steps: ["A", "B", "C"].map((name) => ({ name, started_at: null, ended_at: null,
+  seconds: null })) });
 
-test("the typical duration is the median of the completed runs of that operation", () => {
-  const jobs = [run("a", 10), run("b", 30), run("c", 20), run("d", 500, { job_type: "web_research" }),
-    run("e", 900, { status: "failed" })];
-  assert.equal(typicalSeconds(jobs, "epm_generation"), 20);
-  assert.equal(typicalSeconds([run("a", 10), run("b", 30)], "epm_generation"), 20);
-  assert.equal(typicalSeconds([], "epm_generation"), null);
+function job(timeline, extra = {}) {
+  return { status: "running", started_at: ago(14), estimate, timeline, ...extra };
+}
+
+test("time left counts the steps ahead and what is left of the current one", () => {
+  const timeline = plan();
+  assert.equal(timeLeft(job(timeline), NOW), 30, "running, no step yet: all of them");
+  timeline.step = 1;
+  timeline.steps[1].started_at = ago(4);
+  assert.equal(timeLeft(job(timeline), NOW), 16, "6 s of B and 10 s of C");
+  timeline.steps[1].started_at = ago(40);
+  assert.equal(timeLeft(job(timeline), NOW), 10, "B overran: C is still ahead");
+  const unknown = { ...estimate, steps: [10, null, 10] };
+  assert.equal(timeLeft(job(timeline, { estimate: unknown }), NOW), 16, "a step without a median: the total less 14 s");
 });
 
-test("time left is the typical duration minus the time spent, never below zero", () => {
-  const running = { id: "now", job_type: "epm_generation", status: "running" };
-  const earlier = [run("a", 60), run("b", 60)];
-  assert.equal(timeLeft(running, earlier, 15), 45);
-  assert.equal(timeLeft(running, earlier, 90), 0);
-  assert.equal(timeLeft(running, [], 15), null, "no earlier run: no guess");
-  assert.equal(timeLeft({ ...running, status: "pending" }, earlier, 0), null);
+test("no estimate, or a job that ended, has no time left", () => {
+  assert.equal(timeLeft(job(plan(), { estimate: null }), NOW), null);
+  assert.equal(timeLeft(job(plan(), { status: "completed" }), NOW), null);
+  assert.equal(timeLeft(job(null, { started_at: null, status: "pending" }), NOW), 30, "the whole run is ahead");
+});
+
+test("the basis says whose runs it comes from", () => {
+  assert.equal(basisText({ basis: "user", runs: 5 }), "your last 5 runs");
+  assert.equal(basisText({ basis: "everyone", runs: 1 }), "1 earlier run by all users");
+  assert.equal(basisText({ basis: "everyone", runs: 12 }), "12 earlier runs by all users");
 });

@@ -3,8 +3,8 @@
 // The server renders the same rows (templates/jobs/_macros.html), so the page works without JS.
 
 import * as jobs from "./jobs.js";
-import { duration, el, elapsedSeconds, failureText, jobTitle, percent, progressBar, resultUrl, sessionOf, stepList, updateProgressBar, viewLabel }
-  from "./ui.js";
+import { duration, el, elapsedSeconds, failureText, jobTitle, leftText, percent, progressBar, resultUrl, sessionOf,
+  showSteps, updateProgressBar, viewLabel } from "./ui.js";
 import { timeElement } from "./time.js";
 import { fixFor } from "./live-data.js";
 
@@ -139,30 +139,44 @@ async function act(event) {
 function initJobPage(section) {
   const id = section.dataset.liveJob;
   const took = section.querySelector("[data-job-duration]");
-  setInterval(() => {
+  const left = section.querySelector("[data-job-left]");
+  // The job as held, unless the server's render is newer (an older state restored from storage).
+  const held = () => {
     const job = jobs.get(id);
-    const seconds = job && jobs.isActive(job) ? elapsedSeconds(job) : null;
+    return job && (job.seq || 0) >= Number(section.dataset.seq || 0) ? job : null;
+  };
+  // Between two updates the clock moves: the time taken, the time left, the current step's time so far.
+  const tick = () => {
+    const job = held();
+    if (!job || !jobs.isActive(job)) return;
+    const seconds = elapsedSeconds(job);
     if (took && seconds !== null) took.textContent = `${duration(seconds)} so far`;
-  }, 1000);
+    if (left) {
+      const text = leftText(job);
+      left.hidden = !text;
+      left.querySelector("dd").textContent = text;
+    }
+    const list = section.querySelector("ol.steps");
+    if (list) showSteps(list.parentElement, job);
+  };
+  setInterval(tick, 1000);
   jobs.subscribe(() => {
-    const job = jobs.get(id);
-    // Only what is newer than the server's render (not an older state restored from storage).
-    if (!job || (job.seq || 0) <= Number(section.dataset.seq || 0)) return;
+    const job = held();
+    if (!job || (job.seq || 0) === Number(section.dataset.seq || 0)) return;
     section.dataset.seq = job.seq;
     const shown = section.querySelector("[data-status]");
-    const steps = stepList(job);
-    const list = section.querySelector("ol.steps");
-    if (steps && list) list.replaceWith(steps);
     if (shown.dataset.status === job.status) {
       const bar = section.querySelector(".progress");
       if (bar) updateProgressBar(bar, job);
+      tick();
       return;
     }
     if (jobs.isActive(job)) {
       if (!section.querySelector(".progress")) section.querySelector(".job-state").after(progressBar(job));
+      tick();
       return;
     }
-    // It ended: the server renders the outcome (result, error, retry) best.
+    // It ended: the server renders the outcome (result, error, retry) and the step log best.
     location.reload();
   });
 }

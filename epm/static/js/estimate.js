@@ -1,27 +1,35 @@
-// estimate.js — an honest guess of the time left: the median of this user's earlier completed runs of the
-// same operation (their real durations, as the job list gives them), minus the time already spent. No DOM.
+// estimate.js — how long a job probably has left, from the server's estimate (the median durations of earlier
+// completed runs of its operation, the user's or everyone's: epm/jobs/steps.py) and its timeline; no DOM.
+// The rule is the server's ``job.time_left``: the medians of the steps ahead plus what is left of the current
+// step's, else the median total less the time spent. No history: no estimate.
 
-const MAX_SAMPLES = 20;
+const ACTIVE = new Set(["pending", "running"]);
 
-/** Seconds a finished job ran, or null when it lacks a start or an end. */
-export function ranSeconds(job) {
-  const start = Date.parse(job.started_at || "");
-  const end = Date.parse(job.completed_at || "");
-  return Number.isFinite(start) && Number.isFinite(end) && end >= start ? (end - start) / 1000 : null;
+const sum = (values) => values.reduce((total, value) => total + value, 0);
+
+function secondsSince(iso, now) {
+  const since = Date.parse(iso || "");
+  return Number.isFinite(since) ? (now - since) / 1000 : 0;
 }
 
-/** The median duration in seconds of ``jobs``' completed runs of ``jobType`` (newest 20), or null for none. */
-export function typicalSeconds(jobs, jobType) {
-  const samples = jobs.filter((job) => job.job_type === jobType && job.status === "completed")
-    .map(ranSeconds).filter((seconds) => seconds !== null).slice(0, MAX_SAMPLES).sort((a, b) => a - b);
-  if (!samples.length) return null;
-  const middle = Math.floor(samples.length / 2);
-  return samples.length % 2 ? samples[middle] : (samples[middle - 1] + samples[middle]) / 2;
+/** Seconds probably left for an active ``job`` at ``now`` (0 when it runs longer than usual), or null. */
+export function timeLeft(job, now = Date.now()) {
+  const estimate = job.estimate;
+  if (!estimate || !ACTIVE.has(job.status)) return null;
+  const medians = estimate.steps || [];
+  const timeline = job.timeline;
+  if (timeline && medians.length && !medians.includes(null) && medians.length === timeline.steps.length) {
+    const at = timeline.step ?? null;
+    if (at === null) return sum(medians);
+    const spent = secondsSince(timeline.steps[at].started_at, now);
+    return Math.max(0, medians[at] - spent) + sum(medians.slice(at + 1));
+  }
+  return Math.max(0, estimate.seconds - secondsSince(job.started_at, now));
 }
 
-/** ``{left, samples}``: seconds probably left for a running ``job`` (0 when it runs longer than usual), or null. */
-export function timeLeft(job, jobs, elapsed) {
-  if (job.status !== "running" || elapsed === null) return null;
-  const typical = typicalSeconds(jobs.filter((other) => other.id !== job.id), job.job_type);
-  return typical === null ? null : Math.max(0, typical - elapsed);
+/** Whose runs the estimate comes from: "your last 5 runs", "2 earlier runs by all users". */
+export function basisText(estimate) {
+  const runs = estimate.runs;
+  if (estimate.basis === "user") return `your last ${runs} runs`;
+  return `${runs} earlier run${runs === 1 ? "" : "s"} by all users`;
 }

@@ -9,7 +9,7 @@
 // without JS.
 
 import * as jobs from "./jobs.js";
-import { el, elapsedText, failureText, progressBar, resultUrl, runningText, stepList, updateProgressBar,
+import { el, elapsedText, failureText, progressBar, resultUrl, runningText, showSteps, updateProgressBar,
   viewLabel } from "./ui.js";
 import { fixFor } from "./live-data.js";
 import { timeElement } from "./time.js";
@@ -107,17 +107,16 @@ function showRunning(panel, job) {
   }
   updateProgressBar(panel.area.querySelector(".progress"), job);
   panel.area.querySelector(".progress-text").textContent = runningText(job);
-  const steps = stepList(job);
-  const shown = panel.area.querySelector("ol.steps");
-  if (steps && shown) shown.replaceWith(steps);
-  else if (steps) panel.area.append(steps);
   tickElapsed(panel);
 }
 
+/** The elapsed time, the time left and the current step's time so far move with the clock. */
 function tickElapsed(panel) {
   const node = panel.area.querySelector(".progress-elapsed");
   const job = node && jobs.get(panel.area.dataset.jobId);
-  if (job && jobs.isActive(job)) node.textContent = elapsedText(job, jobs.all());
+  if (!job || !jobs.isActive(job)) return;
+  node.textContent = elapsedText(job);
+  showSteps(panel.area, job);
 }
 
 function showOutcome(panel, job) {

@@ -6,8 +6,8 @@
 // seconds, then clears itself (its toast and /jobs keep it). Dismissals are remembered across pages/tabs.
 
 import * as jobs from "./jobs.js";
-import { averagePercent, clipped, el, elapsedText, failureText, jobLink, jobTitle, percent,
-  progressBar, readyText, sessionOf, setClipped, stepText, updateProgressBar } from "./ui.js";
+import { averagePercent, clipped, el, elapsedText, failureText, jobLink, jobTitle, leftText, percent,
+  progressBar, readyText, sessionOf, setClipped, showSteps, stepText, updateProgressBar } from "./ui.js";
 
 const NOTE = "You can safely navigate anywhere — we'll tell you when it's ready";
 /** How long a finished entry stays before it clears itself (never while pointed at or focused). */
@@ -190,10 +190,13 @@ export function renderJob(job, { compact = false } = {}) {
       return node;
     }
     const link = jobLink(job);
+    const timingNode = el("p", { class: "tracker-elapsed" });
+    showTiming(timingNode, job);
     node.append(
       progressBar(job),
       clipped("p", "tracker-message", job.message || "Starting…"),
-      el("p", { class: "tracker-elapsed" }, timing(job)),
+      timingNode,
+      stepsDisclosure(job),
       el("div", { class: "tracker-actions" },
         el("a", { class: "tracker-link", href: link.href }, link.label),
         cancelButton(job), dismissButton));
@@ -203,9 +206,22 @@ export function renderJob(job, { compact = false } = {}) {
   return node;
 }
 
-/** "Step 3 of 8 · 0:42 elapsed" */
+/** "Step 3 of 8 · 0:42 elapsed · about 0:20 left" (whose runs the estimate comes from on hover). */
 function timing(job) {
-  return [stepText(job), elapsedText(job, jobs.all())].filter(Boolean).join(" · ");
+  return [stepText(job), elapsedText(job, { basis: false })].filter(Boolean).join(" · ");
+}
+
+function showTiming(node, job) {
+  node.textContent = timing(job);
+  const basis = leftText(job);
+  if (basis) node.title = `Time left: ${basis}`;
+  else node.removeAttribute("title");
+}
+
+/** The steps with their durations, folded under "Steps" (the entry stays short; opened, it stays open). */
+function stepsDisclosure(job) {
+  const details = el("details", { class: "tracker-steps" }, el("summary", {}, "Steps"));
+  return showSteps(details, job) ? details : null;
 }
 
 function updateJob(node, job) {
@@ -215,6 +231,7 @@ function updateJob(node, job) {
   if (message) setClipped(message, job.message || "Starting…");
   const pct = node.querySelector(".tracker-percent");
   if (pct) pct.textContent = `${percent(job)}%`;
+  tickJob(node, job);
   const button = node.querySelector(".tracker-cancel");
   if (button && job.cancel_requested) markCancelling(button);
 }
@@ -223,9 +240,15 @@ function updateJob(node, job) {
 function tick() {
   for (const [id, entry] of entries) {
     const job = jobs.get(id);
-    const node = entry.node.querySelector(".tracker-elapsed");
-    if (job && node && jobs.isActive(job)) node.textContent = timing(job);
+    if (job && jobs.isActive(job)) tickJob(entry.node, job);
   }
+}
+
+function tickJob(node, job) {
+  const timingNode = node.querySelector(".tracker-elapsed");
+  if (timingNode) showTiming(timingNode, job);
+  const details = node.querySelector(".tracker-steps");
+  if (details) showSteps(details, job);
 }
 
 function cancelButton(job) {

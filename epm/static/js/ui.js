@@ -1,8 +1,8 @@
 // ui.js — small pure functions that build elements from a job. Text goes in with textContent, never innerHTML.
 
 import { operationInfo, sessionName } from "./live-data.js";
-import { stepStates, stepSummary } from "./steps.js";
-import { timeLeft } from "./estimate.js";
+import { stepStates, stepSummary, stepTime } from "./steps.js";
+import { basisText, timeLeft } from "./estimate.js";
 
 /** ``el("p", {class: "x"}, "text", child)``: an element with attributes and children (strings become text). */
 export function el(tag, attrs = {}, ...children) {
@@ -58,13 +58,26 @@ export function updateProgressBar(bar, job) {
   bar.classList.toggle("progress-active", job.status === "running");
 }
 
-/** "0:42 elapsed · about 0:20 left" for a running job (``others``: the jobs held, for earlier runs' times). */
-export function elapsedText(job, others = [], now = Date.now()) {
+/** "about 0:20 left" or "longer than usual" for an active job the server has an estimate for; "" otherwise. */
+export function leftGuess(job, now = Date.now()) {
+  const left = timeLeft(job, now);
+  if (left === null) return "";
+  return Math.round(left) > 0 ? `about ${duration(left)} left` : "longer than usual";
+}
+
+/** The guess with its basis: "about 0:20 left (based on your last 5 runs)", or "". */
+export function leftText(job, now = Date.now()) {
+  const guess = leftGuess(job, now);
+  return guess && `${guess} (based on ${basisText(job.estimate)})`;
+}
+
+/** "0:42 elapsed · about 0:20 left (based on your last 5 runs)" for a running job (``basis: false``: without
+ * the parenthesis). Real time and the server's estimate: nothing invented between two updates. */
+export function elapsedText(job, { basis = true, now = Date.now() } = {}) {
   const seconds = elapsedSeconds(job, now);
   if (seconds === null || job.status === "pending") return "";
-  const left = timeLeft(job, others, seconds);
-  if (left === null) return `${duration(seconds)} elapsed`;
-  return `${duration(seconds)} elapsed · ${left > 0 ? `about ${duration(left)} left` : "longer than usual"}`;
+  const left = basis ? leftText(job, now) : leftGuess(job, now);
+  return [`${duration(seconds)} elapsed`, left].filter(Boolean).join(" · ");
 }
 
 export function jobTitle(job) {
@@ -124,17 +137,29 @@ export function elapsedSeconds(job, now = Date.now()) {
   return Math.max(0, (until - since) / 1000);
 }
 
-/** The job's steps as a list: done, current (with an activity mark), to come; null without declared steps. */
-export function stepList(job) {
-  const states = stepStates(job, operationInfo(job).steps);
+/** The job's steps as a list, like a CI run page: done (a tick, its duration), current (a turning mark, its time
+ * so far), stopped where it failed, to come; null without declared steps. jobs/_macros.html's step_list is the same. */
+export function stepList(job, now = Date.now()) {
+  const states = stepStates(job, operationInfo(job).steps, now);
   if (!states.length) return null;
-  return el("ol", { class: "steps", "aria-label": "Steps" }, states.map(({ label, state }) =>
+  return el("ol", { class: "steps", "aria-label": "Steps" }, states.map(({ name, state, seconds }) =>
     el("li", { class: `step step-${state}`, "aria-current": state === "current" ? "step" : null },
-      el("span", { class: "step-mark", "aria-hidden": "true" }), label,
-      state === "done" ? el("span", { class: "visually-hidden" }, " (done)") : null)));
+      el("span", { class: "step-mark", "aria-hidden": "true" }), el("span", { class: "step-name" }, name),
+      state === "done" || state === "stopped" ? el("span", { class: "visually-hidden" }, ` (${state})`) : null,
+      seconds === null ? null : el("span", { class: "step-time" }, stepTime(seconds, state === "current")))));
+}
+
+/** Put ``job``'s step list in ``container`` (in place of the one there), or take it away; the list or null. */
+export function showSteps(container, job, now = Date.now()) {
+  const fresh = stepList(job, now);
+  const shown = container.querySelector("ol.steps");
+  if (fresh && shown) shown.replaceWith(fresh);
+  else if (fresh) container.append(fresh);
+  else if (shown) shown.remove();
+  return fresh;
 }
 
 /** "Step 3 of 8" for the tracker's short form. */
 export function stepText(job) {
-  return stepSummary(job, operationInfo(job).steps);
+  return stepSummary(job);
 }
