@@ -91,11 +91,11 @@ def finished(user: Browserish, job_id: str) -> dict:
         job = user.get(f"/api/background-jobs/{job_id}").json()["job"]
         return job if job["terminal"] else None
 
-    return wait_for(ended, 15, 0.05, f"job {job_id} to end")
+    return wait_for(ended, 30, 0.05, f"job {job_id} to end")
 
 
 def running(user: Browserish, job_id: str) -> None:
-    wait_for(lambda: user.get(f"/api/background-jobs/{job_id}").json()["job"]["status"] == "running", 10, 0.05,
+    wait_for(lambda: user.get(f"/api/background-jobs/{job_id}").json()["job"]["status"] == "running", 30, 0.05,
              f"job {job_id} to run")
 
 
@@ -105,7 +105,7 @@ def cancel(user: Browserish, job_id: str) -> None:
 
 
 def recorded(env, job_id: str, status: str) -> tuple:
-    return wait_for(lambda: (found := row(env, job_id)) and found[0] == status and found, 10, 0.05,
+    return wait_for(lambda: (found := row(env, job_id)) and found[0] == status and found, 30, 0.05,
                     f"row of {job_id} to say {status}")
 
 
@@ -148,7 +148,7 @@ def test_an_unknown_job_or_a_bad_duration_is_a_one_line_error(env):
 
 
 def test_cancel_stops_a_running_job_and_retry_runs_it_again_linked_to_the_first(env, user):
-    job = user.start_demo(steps=30, step_seconds=0.1)
+    job = user.start_demo(steps=80, step_seconds=0.25)  # still running after a CLI's start on a busy machine
     running(user, job["id"])
     assert jobs(env, "cancel", job["id"]).stdout == f"{job['id']}: cancelled\n"
     recorded(env, job["id"], "cancelled")
@@ -157,13 +157,13 @@ def test_cancel_stops_a_running_job_and_retry_runs_it_again_linked_to_the_first(
 
     retried = json.loads(retried.stdout)
     assert retried["status"] == "completed" and retried["retry_of"] == job["id"]
-    assert row(env, retried["id"]) == ("completed", None, job["id"], {"steps": 30, "step_seconds": 0.1})
+    assert row(env, retried["id"]) == ("completed", None, job["id"], {"steps": 80, "step_seconds": 0.25})
     seen = user.get(f"/api/background-jobs/{retried['id']}").json()["job"]
     assert seen["status"] == "completed", "the user sees the retry run by the CLI"
 
 
 def test_a_retry_whose_process_dies_is_reaped_by_flask_jobs_upkeep(env, user, store):
-    job = user.start_demo(steps=100, step_seconds=0.1)
+    job = user.start_demo(steps=300, step_seconds=0.1)  # its retry outlives the follower on a busy machine
     running(user, job["id"])
     cancel(user, job["id"])
     command = [sys.executable, "-m", "flask", "--app", "wsgi", "jobs", "retry", job["id"]]
@@ -179,7 +179,7 @@ def test_a_retry_whose_process_dies_is_reaped_by_flask_jobs_upkeep(env, user, st
     finally:
         os.killpg(follower.pid, signal.SIGKILL)
         follower.wait(10)
-    wait_for(lambda: (store.active_ids().get(new_id) or time.time()) < time.time(), 5, 0.1, "the heartbeat to lapse")
+    wait_for(lambda: (store.active_ids().get(new_id) or time.time()) < time.time(), 15, 0.1, "the heartbeat to lapse")
 
     reaped = jobs(env, "upkeep").stdout.splitlines()
     assert reaped[0] == "reconciled 0, adopted 0, reaped 1, flushed 0"
@@ -208,7 +208,7 @@ def test_purge_deletes_old_finished_jobs_and_their_redis_keys_never_an_active_on
     try:
         old = [finished(u, u.start_demo(steps=1, fail_at=1 if i else None)["id"]) for i, u in enumerate(old_users)]
         recent = finished(recent_user, recent_user.start_demo(steps=1)["id"])
-        busy = busy_user.start_demo(steps=100, step_seconds=0.1)
+        busy = busy_user.start_demo(steps=600, step_seconds=0.1)  # outlives the commands; cancelled at the end
         running(busy_user, busy["id"])
         for job in [*old, recent]:
             recorded(env, job["id"], job["status"])
@@ -240,7 +240,7 @@ def test_purge_deletes_old_finished_jobs_and_their_redis_keys_never_an_active_on
 
 def test_stats_counts_rows_by_type_and_status_and_the_queues_in_redis(env, user, store):
     finished(user, user.start_demo(steps=1)["id"])
-    busy = user.start_demo(steps=100, step_seconds=0.1)
+    busy = user.start_demo(steps=600, step_seconds=0.1)  # outlives the commands; cancelled at the end
     running(user, busy["id"])
     try:
         expected = {status: count for status, count in
