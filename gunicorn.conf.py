@@ -83,6 +83,8 @@ def _metrics_dir() -> str:
 
 
 metrics_dir = _metrics_dir()
+# EPM_LOOP_BLOCK_DEBUG=1: log every greenlet run over 20 ms of CPU with stack samples (a hunt, not production).
+loop_block_debug = os.environ.get("EPM_LOOP_BLOCK_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def on_starting(server):
@@ -114,7 +116,7 @@ def post_worker_init(worker):
     from epm.jobs import lifecycle
 
     lifecycle.attach(worker)
-    metrics.start_loop_monitor()
+    metrics.start_loop_monitor(debug=loop_block_debug)
 
 
 def worker_int(worker):
