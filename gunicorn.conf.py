@@ -111,11 +111,15 @@ def on_exit(server):
 def post_worker_init(worker):
     """Stop gracefully on SIGTERM and at max_requests; run upkeep at once to reconcile what was left.
 
-    Also start measuring the gevent loop's blocks (``epm_event_loop_lag_seconds`` in /metrics)."""
-    from epm import metrics
+    Then do the one-time work a first request would otherwise do on the gevent loop (compile the templates,
+    freeze the boot heap out of the garbage collector: epm/warmup.py), and start measuring the loop's
+    blocks (``epm_event_loop_lag_seconds`` in /metrics). The worker accepts connections after this hook."""
+    from epm import metrics, warmup
     from epm.jobs import lifecycle
 
-    lifecycle.attach(worker)
+    life = lifecycle.attach(worker)
+    if life is not None:
+        warmup.warm(life.app)
     metrics.start_loop_monitor(debug=loop_block_debug)
 
 
