@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from datetime import datetime
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -17,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from epm.extensions import db
 from epm.jobs import current_jobs
 from epm.jobs.job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
+from epm.jobs.maintenance import Maintenance
 from epm.jobs.models import BackgroundJob
 from epm.jobs.service import JobService
 from tests.fault_support import cut_off_runner
@@ -140,6 +142,29 @@ def test_a_dead_job_is_taken_over_in_one_round_while_other_jobs_heartbeat(app):
     assert [j.id for j in reaped] == [job.id]
     assert (live(app, job.id).status, live(app, job.id).error_code) == (JobStatus.FAILED, "interrupted")
     store.redis.zrem(store.active_key, *(f"busy{n}" for n in range(50)))
+
+
+def test_the_upkeep_holder_takes_a_dead_job_over_at_its_deadline_not_at_its_next_round(app):
+    """A worker killed just after a heartbeat: its job is resumed about the heartbeat timeout later, however long
+    the upkeep interval (here 30 s): the lock holder wakes when the earliest deadline ahead passes."""
+    service = app.extensions["epm.jobs"]
+    store = service.store
+    maintenance = Maintenance(app, service)
+    maintenance.interval = 30.0
+    job = orphan(app, "dead5")
+    deadline = time.time() + 1.0
+    store.redis.zadd(store.active_key, {job.id: deadline})  # its last heartbeat was just now
+    maintenance.start()
+    maintenance.kick()  # a whole round at once (a worker booting), which finds nothing overdue yet
+    try:
+        resumed = wait_for(lambda: (j := live(app, job.id)).attempt == 2 and j, 10, 0.01, "the job to be resumed")
+        taken = resumed.attempts[-1]["ended_at"]
+    finally:
+        maintenance.stop()
+    late = datetime.fromisoformat(taken.replace("Z", "+00:00")).timestamp() - deadline
+    assert 0 <= late < 0.5, f"taken over {late:.2f}s after its deadline (the next whole round was 30 s away)"
+    done = wait_for(lambda: (j := live(app, job.id)).is_terminal and j, 10, 0.05, "the resumed job to end")
+    assert (done.status, done.attempt) == (JobStatus.COMPLETED, 2)
 
 
 def test_exactly_one_of_two_processes_resumes_a_dead_job(app, peer):
