@@ -144,27 +144,47 @@ def test_a_dead_job_is_taken_over_in_one_round_while_other_jobs_heartbeat(app):
     store.redis.zrem(store.active_key, *(f"busy{n}" for n in range(50)))
 
 
-def test_the_upkeep_holder_takes_a_dead_job_over_at_its_deadline_not_at_its_next_round(app):
-    """A worker killed just after a heartbeat: its job is resumed about the heartbeat timeout later, however long
-    the upkeep interval (here 30 s): the lock holder wakes when the earliest deadline ahead passes."""
-    service = app.extensions["epm.jobs"]
-    store = service.store
-    maintenance = Maintenance(app, service)
+def taken_over_late(app, job_id: str, deadline: float, maintenance: Maintenance) -> float:
+    """Run ``maintenance``'s loop (interval 30 s, a whole round at once) until the job is resumed: how long after
+    ``deadline`` the take-over came."""
+    app.extensions["epm.jobs"].store.redis.zadd(app.extensions["epm.jobs"].store.active_key, {job_id: deadline})
     maintenance.interval = 30.0
-    job = orphan(app, "dead5")
-    deadline = time.time() + 1.0
-    store.redis.zadd(store.active_key, {job.id: deadline})  # its last heartbeat was just now
     maintenance.start()
     maintenance.kick()  # a whole round at once (a worker booting), which finds nothing overdue yet
     try:
-        resumed = wait_for(lambda: (j := live(app, job.id)).attempt == 2 and j, 10, 0.01, "the job to be resumed")
-        taken = resumed.attempts[-1]["ended_at"]
+        resumed = wait_for(lambda: (j := live(app, job_id)).attempt == 2 and j, 10, 0.01, "the job to be resumed")
     finally:
         maintenance.stop()
-    late = datetime.fromisoformat(taken.replace("Z", "+00:00")).timestamp() - deadline
-    assert 0 <= late < 0.5, f"taken over {late:.2f}s after its deadline (the next whole round was 30 s away)"
-    done = wait_for(lambda: (j := live(app, job.id)).is_terminal and j, 10, 0.05, "the resumed job to end")
+    done = wait_for(lambda: (j := live(app, job_id)).is_terminal and j, 10, 0.05, "the resumed job to end")
     assert (done.status, done.attempt) == (JobStatus.COMPLETED, 2)
+    return datetime.fromisoformat(resumed.attempts[-1]["ended_at"].replace("Z", "+00:00")).timestamp() - deadline
+
+
+def test_the_upkeep_holder_takes_a_dead_job_over_at_its_deadline_not_at_its_next_round(app):
+    """A worker killed just after a heartbeat: its job is resumed about the heartbeat timeout later, however long
+    the upkeep interval (here 30 s): the lock holder wakes when the earliest deadline ahead passes."""
+    job = orphan(app, "dead5")
+    deadline = time.time() + 1.0  # its last heartbeat was just now
+    late = taken_over_late(app, job.id, deadline, Maintenance(app, app.extensions["epm.jobs"]))
+    assert 0 <= late < 0.5, f"taken over {late:.2f}s after its deadline (the next whole round was 30 s away)"
+
+
+def test_a_deadline_passing_while_the_reaper_works_is_taken_at_once_not_at_the_next_round(app, monkeypatch):
+    """The reaper of a round looks at the overdue jobs once; a deadline passing while the round goes on (a busy
+    process, other jobs to take over) is woken for as soon as the round ends."""
+    service = app.extensions["epm.jobs"]
+    job = orphan(app, "dead6")
+    deadline = time.time() + 0.3
+    reap = service.reap
+
+    def slow_reap(**kwargs):
+        found = reap(**kwargs)
+        time.sleep(0.6)  # the round is busy while the deadline passes
+        return found
+
+    monkeypatch.setattr(service, "reap", slow_reap)
+    late = taken_over_late(app, job.id, deadline, Maintenance(app, service))
+    assert 0 <= late < 1.0, f"taken over {late:.2f}s after its deadline (the next whole round was 30 s away)"
 
 
 def test_exactly_one_of_two_processes_resumes_a_dead_job(app, peer):

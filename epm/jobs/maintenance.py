@@ -161,23 +161,25 @@ class Maintenance:
                 self._reap_after = time.monotonic() + self.settle
                 log.info("maintenance: Redis is back; reaping resumes in %.1fs", self.settle)
             try:
+                # The reaper below takes the deadlines passed by now; one passing while it works is woken for.
+                checked = time.time()
                 if kicked or time.monotonic() >= next_round:
                     self.run_once()
                     next_round = time.monotonic() + self.interval
                 else:
                     self.reap_once()
-                wait = self._until_next(next_round)
+                wait = self._until_next(next_round, checked)
             except Exception:
                 log.exception("maintenance failed")
 
-    def _until_next(self, next_round: float) -> float:
-        """Seconds until the next whole round or the earliest heartbeat deadline ahead, whichever is first."""
+    def _until_next(self, next_round: float, checked: float) -> float:
+        """Seconds until the next whole round or the earliest heartbeat deadline after ``checked`` (when the
+        reaper last looked), whichever is first: at once for a deadline that passed while the reaper worked."""
         wait = next_round - time.monotonic()
-        now = time.time()
         try:
-            deadline = self.service.store.next_deadline(now)
+            deadline = self.service.store.next_deadline(checked)
         except redis.RedisError:
             deadline = None  # the next round says so
         if deadline is not None:
-            wait = min(wait, deadline - now + DEADLINE_SLACK)
+            wait = min(wait, deadline - time.time() + DEADLINE_SLACK)
         return max(MIN_WAIT, wait)

@@ -319,10 +319,10 @@ class JobStore:
     def overdue_ids(self, now: float | None = None) -> list[str]:
         return self.redis.zrangebyscore(self.active_key, "-inf", now if now is not None else time.time())
 
-    def next_deadline(self, now: float | None = None) -> float | None:
-        """The earliest heartbeat deadline still ahead (unix s), or None: when the reaper may next have work,
-        unless that job's runner beats first. One ZRANGEBYSCORE with LIMIT 1."""
-        found = self.redis.zrangebyscore(self.active_key, f"({now if now is not None else time.time()!r}", "+inf",
+    def next_deadline(self, after: float | None = None) -> float | None:
+        """The earliest heartbeat deadline later than ``after`` (unix s; default now), or None: when the reaper
+        may next have work, unless that job's runner beats first. One ZRANGEBYSCORE with LIMIT 1."""
+        found = self.redis.zrangebyscore(self.active_key, f"({after if after is not None else time.time()!r}", "+inf",
                                          start=0, num=1, withscores=True)
         return float(found[0][1]) if found else None
 
