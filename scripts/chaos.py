@@ -204,7 +204,8 @@ class Chaos:
                 "time_to_reap_by_fault": {name: {"take_overs": len(found), "max_s": round(max(found), 3),
                                                  "median_s": round(sorted(found)[len(found) // 2], 3)}
                                           for name, found in sorted(by_fault.items())},
-                "max_stream_gap_s": self.max_gap(), "faults": [name for _, name in self.faults],
+                "max_stream_gap_s": self.max_gap(), "max_stream_gap_ended": _clock(self.longest_gap()[1]),
+                "faults": [f"{_clock(at)} {name}" for at, name in self.faults],
                 "failed_requests": self.errors, "lost_examples": [(job_id, live[job_id].get("status"),
                                                                    (rows.get(job_id) or {}).get("status"))
                                                                   for job_id in lost[:5]]}
@@ -222,15 +223,24 @@ class Chaos:
         return found
 
     def max_gap(self) -> float:
-        gaps = [0.0]
+        return self.longest_gap()[0]
+
+    def longest_gap(self) -> tuple[float, float | None]:
+        """The longest a user's two streams went without a line, and when that gap ended (unix s)."""
+        longest: tuple[float, float | None] = (0.0, None)
         for pair in self.streams:
-            arrivals = sorted(event["at"] for stream in pair for event in stream.events)
-            gaps += [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-        return max(gaps)
+            arrivals = sorted(event["at"] for stream in pair for event in stream.events)  # monotonic clock
+            longest = max([longest, *((b - a, b) for a, b in zip(arrivals, arrivals[1:], strict=False))])
+        gap, ended = longest
+        return gap, None if ended is None else ended + time.time() - time.monotonic()
 
     def close(self) -> None:
         self.fleet.close()
         self.backends.close()
+
+
+def _clock(at: float | None) -> str | None:
+    return None if at is None else time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _timestamp(value: str) -> float:
@@ -268,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     for fault, figures in result["time_to_reap_by_fault"].items():
         print(f"{'':>22}  after {fault}: {figures['take_overs']} take-overs, median {figures['median_s']:.2f}s, "
               f"max {figures['max_s']:.2f}s")
+    print(f"{'':>22}  the longest stream gap ended at {result['max_stream_gap_ended']}")
     print(f"{'load average':>22}: {result['load_average_at_faults']} at the faults, "
           f"{result['load_average']:.1f} at the end")
     print(json.dumps(result))
