@@ -83,6 +83,8 @@ def _metrics_dir() -> str:
 
 
 metrics_dir = _metrics_dir()
+# EPM_LOOP_BLOCK_DEBUG=1: log every greenlet run over 20 ms of CPU with stack samples (a hunt, not production).
+loop_block_debug = os.environ.get("EPM_LOOP_BLOCK_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def on_starting(server):
@@ -109,11 +111,15 @@ def on_exit(server):
 def post_worker_init(worker):
     """Stop gracefully on SIGTERM and at max_requests; run upkeep at once to reconcile what was left.
 
-    Also start measuring the gevent loop's blocks (``epm_event_loop_lag_seconds`` in /metrics)."""
-    from epm import gunicorn_hooks, metrics
+    Then do the one-time work a first request would otherwise do on the gevent loop (compile the templates,
+    freeze the boot heap out of the garbage collector: epm/warmup.py), and start measuring the loop's
+    blocks (``epm_event_loop_lag_seconds`` in /metrics). The worker accepts connections after this hook."""
+    from epm import gunicorn_hooks, metrics, warmup
 
-    gunicorn_hooks.attach(worker)
-    metrics.start_loop_monitor()
+    life = gunicorn_hooks.attach(worker)
+    if life is not None:
+        warmup.warm(life.app)
+    metrics.start_loop_monitor(debug=loop_block_debug)
 
 
 def worker_int(worker):

@@ -13,6 +13,7 @@ per event it writes, and only the first stream to write an event measures its de
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -105,9 +106,12 @@ def init_app(app: Flask) -> None:
 LOOP_TICK = 0.05
 
 
-def start_loop_monitor(tick: float = LOOP_TICK) -> None:
+def start_loop_monitor(tick: float = LOOP_TICK, debug: bool = False) -> None:
     """Measure the gevent loop's blocks in this worker: a greenlet asks to wake every ``tick`` seconds and
-    records how late it woke. gunicorn.conf.py starts it in each worker; it costs one wake-up per tick."""
+    records how late it woke. gunicorn.conf.py starts it in each worker; it costs one wake-up per tick.
+
+    With ``debug`` (``EPM_LOOP_BLOCK_DEBUG=1``) every greenlet run over ``BLOCK_DEBUG_LIMIT`` of CPU is also
+    logged with what ran: the greenlet, the request it served and stack samples taken during the run."""
     import gevent
 
     def watch() -> None:
@@ -122,10 +126,14 @@ def start_loop_monitor(tick: float = LOOP_TICK) -> None:
                 LOOP_LAG_MAX.set(worst)
 
     gevent.spawn(watch)
-    _trace_blocks(gevent.get_hub())
+    _trace_blocks(gevent.get_hub(), _BlockSampler() if debug else None)
 
 
-def _trace_blocks(hub: Any) -> None:
+#: with EPM_LOOP_BLOCK_DEBUG, runs of a greenlet longer than this (CPU seconds) are logged with their stacks
+BLOCK_DEBUG_LIMIT = 0.02
+
+
+def _trace_blocks(hub: Any, sampler: _BlockSampler | None = None) -> None:
     """Time each greenlet's run between two switches (greenlet's switch tracer, about a microsecond a switch).
 
     In CPU time of the loop's thread: what a greenlet computed before it yielded, not the moments the
@@ -135,12 +143,16 @@ def _trace_blocks(hub: Any) -> None:
     import greenlet
 
     state = {"since": time.thread_time(), "worst": 0.0}
+    if sampler is not None:
+        sampler.start(state)
 
     def trace(event: str, args: tuple) -> None:
         if event not in ("switch", "throw"):
             return
         now = time.thread_time()
         ran, state["since"] = now - state["since"], now
+        if sampler is not None:
+            sampler.run_ended(args[0], args[1], ran, hub)
         if args[0] is hub or ran < 0.001:
             return
         LOOP_BLOCK.observe(ran)
@@ -149,6 +161,100 @@ def _trace_blocks(hub: Any) -> None:
             LOOP_BLOCK_MAX.set(ran)
 
     greenlet.settrace(trace)
+
+
+class _BlockSampler:
+    """Says what blocked the loop (``EPM_LOOP_BLOCK_DEBUG=1`` only; never in production).
+
+    A native thread looks at the loop thread's CPU clock every millisecond; while the current greenlet run
+    has used more than half of ``BLOCK_DEBUG_LIMIT`` it samples the loop thread's stack. When that run
+    ends over the limit, one WARNING line names the greenlet, the request it was serving and the stacks.
+    """
+
+    def __init__(self, limit: float = BLOCK_DEBUG_LIMIT, every: float = 0.001, keep: int = 6):
+        self.limit, self.every, self.keep = limit, every, keep
+        self.run = 0  # which run the samples belong to
+        self.samples: list[tuple[float, list[str]]] = []
+        self.collections: list[tuple[int, float, int]] = []  # the run's garbage collections: generation, CPU s, freed
+        self.running: Any = None  # the current run's greenlet function
+        self._gc_started = 0.0
+
+    def start(self, state: dict[str, float]) -> None:
+        from gevent import monkey
+
+        self.state = state
+        self._get_ident = monkey.get_original("_thread", "get_ident")  # the OS thread's, not the greenlet's
+        self.ident = self._get_ident()
+        gc.callbacks.append(self._collected)
+        start_new_thread = monkey.get_original("_thread", "start_new_thread")
+        start_new_thread(self._sample, (monkey.get_original("time", "sleep"),))
+        log.warning("loop block debug on: runs over %.0f ms are logged with stack samples", 1000 * self.limit)
+
+    def _sample(self, sleep: Any) -> None:
+        import sys
+        import traceback
+
+        clock = time.pthread_getcpuclockid(self.ident)
+        while True:
+            sleep(self.every)
+            run, since = self.run, self.state["since"]
+            used = time.clock_gettime(clock) - since
+            if used < self.limit / 2:
+                continue
+            frame = sys._current_frames().get(self.ident)
+            if frame is None or run != self.run:
+                continue
+            stack = [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno} {f.name}"
+                     for f in traceback.extract_stack(frame)[-14:]]
+            samples = self.samples
+            if len(samples) < self.keep and run == self.run:
+                samples.append((used, stack))
+
+    def _collected(self, phase: str, info: dict[str, int]) -> None:
+        """gc's callback: the garbage collections of the loop's thread, timed (they hold the GIL)."""
+        if self._get_ident() != self.ident:
+            return
+        if phase == "start":
+            self._gc_started = time.thread_time()
+        else:
+            self.collections.append((info["generation"], time.thread_time() - self._gc_started, info["collected"]))
+
+    def run_ended(self, greenlet: Any, target: Any, ran: float, hub: Any) -> None:
+        """``greenlet`` ran for ``ran`` CPU seconds and now switches to ``target``."""
+        self.run += 1
+        samples, self.samples = self.samples, []
+        collections, self.collections = self.collections, []
+        # What the next run runs, noted now: a gevent greenlet that ends drops its function.
+        started, self.running = self.running, _run_function(target)
+        if ran < self.limit:
+            return
+        who = "the hub" if greenlet is hub else _describe(greenlet, started)
+        lines = [f"  sample at {1000 * used:.0f} ms:\n" + "\n".join(f"    {frame}" for frame in stack)
+                 for used, stack in samples]
+        if collections:
+            lines.insert(0, "  garbage collections in the run: " + ", ".join(
+                f"gen {generation} {1000 * took:.1f} ms ({freed} freed)" for generation, took, freed in collections))
+        log.warning("loop block %.1f ms (CPU) in %s\n%s", 1000 * ran, who,
+                    "\n".join(lines) or "  (no stack sample taken: the run held the GIL)")
+
+
+def _run_function(greenlet: Any) -> Any:
+    return getattr(greenlet, "_run", None) or getattr(greenlet, "run", None)  # a gevent Greenlet's, or greenlet's
+
+
+def _describe(greenlet: Any, run: Any) -> str:
+    """A greenlet's run function and, for one serving a request, the request's method and path."""
+    name = getattr(run, "__qualname__", None) or repr(run)
+    try:
+        from flask.globals import _cv_request
+
+        context = greenlet.gr_context
+        request = context.get(_cv_request) if context is not None else None
+        if request is not None:
+            name += f" serving {request.request.method} {request.request.full_path}"
+    except Exception:  # noqa: BLE001 - a description only
+        pass
+    return name
 
 
 def render(jobs: JobService, accept: str | None = None) -> tuple[bytes, str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -50,10 +51,14 @@ class Chaos:
         self.args = args
         self.backends = Backends()
         self.env = self.backends.env(EPM_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT), EPM_MAINTENANCE_INTERVAL=str(PERIOD),
-                                     EPM_SSE_HEARTBEAT="1", EPM_GRACEFUL_TIMEOUT="5", LOG_LEVEL="WARNING")
+                                     EPM_SSE_HEARTBEAT="1", EPM_GRACEFUL_TIMEOUT="5", LOG_LEVEL="WARNING",
+                                     # the users' jobs are the test operation; they all sign in from 127.0.0.1,
+                                     # several times each (rate limits are not what is measured here)
+                                     EPM_DEMO="1", EPM_RATE_LIMITS="0")
         self.fleet = Fleet()
         self.instances: list[LiveServer] = []
         self.faults: list[tuple[float, str]] = []
+        self.loads: list[float] = []  # the 1-minute load average at each fault
         self.jobs: dict[str, dict[str, Any]] = {}  # id -> {"user", "params"}
         self.errors: dict[str, int] = {}
         self.attempts: dict[str, list[dict[str, Any]]] = {}  # id -> the earlier runs, as last seen
@@ -129,6 +134,7 @@ class Chaos:
         index = random.randrange(2)
         instance = self.instances[index]
         at = time.time()
+        self.loads.append(os.getloadavg()[0])
         print(f"  {time.strftime('%H:%M:%S')} {fault}" + (f" (instance {index})" if "instance" in fault
                                                             or fault == "kill_worker" else ""), flush=True)
         if fault == "kill_worker":
@@ -180,16 +186,26 @@ class Chaos:
         for job in (job for pair in self.streams for stream in pair for job in stream.jobs()):
             self.observe(job)
         resumed = list(self.attempts)
-        reap_times = []
+        reap_times = []  # (seconds from the fault to the take-over, the fault)
         for job_id in resumed:
             for run in self.attempts[job_id]:
                 taken = _timestamp(run["ended_at"])
-                before = [at for at, _ in self.faults if at <= taken]
+                before = [(at, name) for at, name in self.faults if at <= taken]
                 if before:
-                    reap_times.append(taken - before[-1])
+                    reap_times.append((taken - before[-1][0], before[-1][1]))
+        by_fault: dict[str, list[float]] = {}
+        for seconds, name in reap_times:
+            by_fault.setdefault(name, []).append(seconds)
+        times = sorted(seconds for seconds, _ in reap_times)
         return {"jobs_started": len(ids), "completed": len(completed), "resumed": len(resumed), "lost": len(lost),
-                "duplicated": len(self.duplicated()), "max_time_to_reap_s": max(reap_times, default=None),
-                "max_stream_gap_s": self.max_gap(), "faults": [name for _, name in self.faults],
+                "duplicated": len(self.duplicated()), "max_time_to_reap_s": times[-1] if times else None,
+                "p99_time_to_reap_s": times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)] if times else None,
+                "take_overs": len(times),
+                "time_to_reap_by_fault": {name: {"take_overs": len(found), "max_s": round(max(found), 3),
+                                                 "median_s": round(sorted(found)[len(found) // 2], 3)}
+                                          for name, found in sorted(by_fault.items())},
+                "max_stream_gap_s": self.max_gap(), "max_stream_gap_ended": _clock(self.longest_gap()[1]),
+                "faults": [f"{_clock(at)} {name}" for at, name in self.faults],
                 "failed_requests": self.errors, "lost_examples": [(job_id, live[job_id].get("status"),
                                                                    (rows.get(job_id) or {}).get("status"))
                                                                   for job_id in lost[:5]]}
@@ -207,15 +223,24 @@ class Chaos:
         return found
 
     def max_gap(self) -> float:
-        gaps = [0.0]
+        return self.longest_gap()[0]
+
+    def longest_gap(self) -> tuple[float, float | None]:
+        """The longest a user's two streams went without a line, and when that gap ended (unix s)."""
+        longest: tuple[float, float | None] = (0.0, None)
         for pair in self.streams:
-            arrivals = sorted(event["at"] for stream in pair for event in stream.events)
-            gaps += [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-        return max(gaps)
+            arrivals = sorted(event["at"] for stream in pair for event in stream.events)  # monotonic clock
+            longest = max([longest, *((b - a, b) for a, b in zip(arrivals, arrivals[1:], strict=False))])
+        gap, ended = longest
+        return gap, None if ended is None else ended + time.time() - time.monotonic()
 
     def close(self) -> None:
         self.fleet.close()
         self.backends.close()
+
+
+def _clock(at: float | None) -> str | None:
+    return None if at is None else time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _timestamp(value: str) -> float:
@@ -244,11 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         chaos.close()
     result["load_average"] = os.getloadavg()[0]
-    for name in ("jobs_started", "completed", "resumed", "lost", "duplicated", "max_time_to_reap_s",
-                 "max_stream_gap_s"):
+    result["load_average_at_faults"] = [round(min(chaos.loads), 1), round(max(chaos.loads), 1)] if chaos.loads else None
+    for name in ("jobs_started", "completed", "resumed", "lost", "duplicated", "take_overs", "max_time_to_reap_s",
+                 "p99_time_to_reap_s", "max_stream_gap_s"):
         value = result[name]
         print(f"{name.replace('_', ' '):>22}: {value:.2f}" if isinstance(value, float) else
               f"{name.replace('_', ' '):>22}: {value}")
+    for fault, figures in result["time_to_reap_by_fault"].items():
+        print(f"{'':>22}  after {fault}: {figures['take_overs']} take-overs, median {figures['median_s']:.2f}s, "
+              f"max {figures['max_s']:.2f}s")
+    print(f"{'':>22}  the longest stream gap ended at {result['max_stream_gap_ended']}")
+    print(f"{'load average':>22}: {result['load_average_at_faults']} at the faults, "
+          f"{result['load_average']:.1f} at the end")
     print(json.dumps(result))
     return 1 if result["lost"] or result["duplicated"] else 0
 

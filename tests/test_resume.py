@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from datetime import datetime
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -19,6 +20,7 @@ from epm.jobs import current_jobs
 from epm.jobs.job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
 from epm.jobs.models import BackgroundJob
 from epm.jobs.service import JobService
+from epm.jobs.upkeep import Upkeep
 from tests.fault_support import cut_off_runner
 from tests.support import wait_for
 
@@ -140,6 +142,55 @@ def test_a_dead_job_is_taken_over_in_one_round_while_other_jobs_heartbeat(app):
     assert [j.id for j in reaped] == [job.id]
     assert (live(app, job.id).status, live(app, job.id).error_code) == (JobStatus.FAILED, "interrupted")
     store.redis.zrem(store.active_key, *(f"busy{n}" for n in range(50)))
+
+
+def own_upkeep(app) -> Upkeep:
+    """An upkeep loop of the test's own beside the app's (which the tests do not start)."""
+    service = app.extensions["epm.jobs"]
+    return Upkeep(app, service.store, service.records, service.runner)
+
+
+def taken_over_late(app, job_id: str, deadline: float, maintenance: Upkeep) -> float:
+    """Run ``maintenance``'s loop (interval 30 s, a whole round at once) until the job is resumed: how long after
+    ``deadline`` the take-over came."""
+    app.extensions["epm.jobs"].store.redis.zadd(app.extensions["epm.jobs"].store.active_key, {job_id: deadline})
+    maintenance.interval = 30.0
+    maintenance.start()
+    maintenance.kick()  # a whole round at once (a worker booting), which finds nothing overdue yet
+    try:
+        resumed = wait_for(lambda: (j := live(app, job_id)).attempt == 2 and j, 10, 0.01, "the job to be resumed")
+    finally:
+        maintenance.stop()
+    done = wait_for(lambda: (j := live(app, job_id)).is_terminal and j, 10, 0.05, "the resumed job to end")
+    assert (done.status, done.attempt) == (JobStatus.COMPLETED, 2)
+    return datetime.fromisoformat(resumed.attempts[-1]["ended_at"].replace("Z", "+00:00")).timestamp() - deadline
+
+
+def test_the_upkeep_holder_takes_a_dead_job_over_at_its_deadline_not_at_its_next_round(app):
+    """A worker killed just after a heartbeat: its job is resumed about the heartbeat timeout later, however long
+    the upkeep interval (here 30 s): the lock holder wakes when the earliest deadline ahead passes."""
+    job = orphan(app, "dead5")
+    deadline = time.time() + 1.0  # its last heartbeat was just now
+    late = taken_over_late(app, job.id, deadline, own_upkeep(app))
+    assert 0 <= late < 2.0, f"taken over {late:.2f}s after its deadline (the next whole round was 30 s away)"
+
+
+def test_a_deadline_passing_while_the_reaper_works_is_taken_at_once_not_at_the_next_round(app, monkeypatch):
+    """The reaper of a round looks at the overdue jobs once; a deadline passing while the round goes on (a busy
+    process, other jobs to take over) is woken for as soon as the round ends."""
+    upkeep = own_upkeep(app)
+    job = orphan(app, "dead6")
+    deadline = time.time() + 0.3
+    reap = upkeep.reap
+
+    def slow_reap(**kwargs):
+        found = reap(**kwargs)
+        time.sleep(0.6)  # the round is busy while the deadline passes
+        return found
+
+    monkeypatch.setattr(upkeep, "reap", slow_reap)
+    late = taken_over_late(app, job.id, deadline, upkeep)
+    assert 0 <= late < 2.5, f"taken over {late:.2f}s after its deadline (the next whole round was 30 s away)"
 
 
 def test_exactly_one_of_two_processes_resumes_a_dead_job(app, peer):

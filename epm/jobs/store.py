@@ -316,6 +316,13 @@ class JobStore:
     def overdue_ids(self, now: float | None = None) -> list[str]:
         return self.redis.zrangebyscore(self.active_key, "-inf", now if now is not None else time.time())
 
+    def next_deadline(self, after: float | None = None) -> float | None:
+        """The earliest heartbeat deadline later than ``after`` (unix s; default now), or None: when the reaper
+        may next have work, unless that job's runner beats first. One ZRANGEBYSCORE with LIMIT 1."""
+        found = self.redis.zrangebyscore(self.active_key, f"({after if after is not None else time.time()!r}", "+inf",
+                                         start=0, num=1, withscores=True)
+        return float(found[0][1]) if found else None
+
     def inspect(self, job_id: str) -> dict[str, Any]:
         """Everything Redis holds about one job, for an operator: its hash, the hash's TTL, its heartbeat
         deadline and whether it waits in the outbox. One round trip."""

@@ -6,6 +6,12 @@ path: ``JobStore.write`` then ``Records.record_terminal``), and flush the outbox
 runs them on a timer; a short Redis lock lets one of them do the work at a time. Each task stands
 alone, so a database outage does not stop the reaper and a Redis outage does not stop the rest from
 trying again next round.
+
+The process holding the lock also wakes when the earliest heartbeat deadline in ``jobs:active`` passes
+(one ``ZRANGEBYSCORE … LIMIT 1`` per wake tells it when) and reaps then, so a dead worker's job is taken
+over about ``EPM_HEARTBEAT_TIMEOUT`` after its last heartbeat rather than up to a whole upkeep interval
+later. Live runners push their deadlines forward every second, so these wakes happen only for a job that
+really went silent.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("epm.jobs")
 
 LOCK = "upkeep"
+#: a deadline wake comes this long after the deadline (the reaper takes only deadlines already passed)
+DEADLINE_SLACK = 0.02
+#: the shortest wait between two wakes of the loop
+MIN_WAIT = 0.01
 
 
 class Upkeep:
@@ -83,6 +93,20 @@ class Upkeep:
         if any(done.values()):
             log.info("maintenance: %s", ", ".join(f"{name} {count}" for name, count in done.items()))
         return done
+
+    def reap_once(self) -> int:
+        """The reaper alone (a deadline passed between two rounds); returns the jobs it handled."""
+        if time.monotonic() < self._reap_after:
+            return 0
+        done = {"resumed": 0}
+        with self.app.app_context():
+            try:
+                reaped = self._attempt("reaped", lambda: self._reap(done))
+            finally:
+                db.session.remove()
+        if reaped:
+            log.info("maintenance: reaped %d (resumed %d) at their deadline", reaped, done["resumed"])
+        return reaped
 
     def _reap(self, done: dict[str, int]) -> int:
         """Reap; count the jobs resumed here apart from those ended (``reaped`` counts both)."""
@@ -251,13 +275,18 @@ class Upkeep:
             log.info("maintenance: lock not released (%s); it expires by itself", exc)
 
     def _loop(self) -> None:
+        wait = self.interval
+        next_round = 0.0  # monotonic time of the next whole round
         while True:
-            self._wake.wait(self.interval)
+            self._wake.wait(wait)
+            kicked = self._wake.is_set()
             self._wake.clear()
             if self._stop.is_set():
                 return
+            wait = self.interval
             try:
                 if not self.store.claim_maintenance(LOCK, self.owner, self.interval * 3):
+                    next_round = 0.0  # whoever holds the lock does the rounds; a whole one first if it comes here
                     continue
             except redis.RedisError as exc:
                 if not self._redis_lost:
@@ -269,9 +298,28 @@ class Upkeep:
                 self._reap_after = time.monotonic() + self.settle
                 log.info("maintenance: Redis is back; reaping resumes in %.1fs", self.settle)
             try:
-                self.run_once()
+                # The reaper below takes the deadlines passed by now; one passing while it works is woken for.
+                checked = time.time()
+                if kicked or time.monotonic() >= next_round:
+                    self.run_once()
+                    next_round = time.monotonic() + self.interval
+                else:
+                    self.reap_once()
+                wait = self._until_next(next_round, checked)
             except Exception:
                 log.exception("maintenance failed")
+
+    def _until_next(self, next_round: float, checked: float) -> float:
+        """Seconds until the next whole round or the earliest heartbeat deadline after ``checked`` (when the
+        reaper last looked), whichever is first: at once for a deadline that passed while the reaper worked."""
+        wait = next_round - time.monotonic()
+        try:
+            deadline = self.store.next_deadline(checked)
+        except redis.RedisError:
+            deadline = None  # the next round says so
+        if deadline is not None:
+            wait = min(wait, deadline - time.time() + DEADLINE_SLACK)
+        return max(MIN_WAIT, wait)
 
 
 def _next_attempt(job: Job) -> Job:
