@@ -229,7 +229,8 @@ def _event_stream(channels: list[str], snapshot, *, single_job: bool = False) ->
         last_event_id = None
     hub = current_app.extensions["epm.hub"]
     try:
-        body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job)
+        body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job,
+                      sock=_writable_socket(request.environ))
     except redis.RedisError as exc:
         if request.headers.get("Accept", "").split(";")[0].strip() != "text/event-stream":
             raise  # a 503 with the JSON error, like the rest of the API
@@ -238,6 +239,22 @@ def _event_stream(channels: list[str], snapshot, *, single_job: bool = False) ->
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def _writable_socket(environ: dict[str, Any]):
+    """The client's socket when the event hub may write the stream itself, else None (see ``sse.stream``).
+
+    Only gunicorn's gevent worker (``gunicorn.socket`` is a plain gevent socket, not TLS) answering a GET over
+    HTTP/1.1, whose body gunicorn sends in chunks as the hub frames them.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None or environ.get("REQUEST_METHOD") != "GET" or environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        return None
+    try:
+        from gevent import socket as gevent_socket
+    except ImportError:
+        return None
+    return sock if type(sock) is gevent_socket.socket else None
 
 
 def _unavailable(error: redis.RedisError) -> bytes:
