@@ -149,7 +149,9 @@ def release_database() -> None:
     """End this greenlet's database session, if it has one, so its pooled connection goes back at once."""
     from ..extensions import db
 
-    db.session.remove()
+    session = db.session
+    if session.registry.has():  # most reports find none: skip remove()'s second scope lookup and its KeyError
+        session.remove()
 
 
 class _LiveJob:
@@ -223,6 +225,8 @@ class _LiveJob:
             self.job.updated_at = iso(utcnow())
             self.dirty = False
             started = self.last_write = time.monotonic()
+            # Whole-state writes push the heartbeat deadline; a progress report leaves it to the pulse.
+            whole = status_change or full or started - self.refreshed > self.late_after or self.redis_failing
             try:
                 if started - self.refreshed > self.late_after or self.redis_failing:
                     if not self.store.save_unless_finished(self.job):
@@ -240,7 +244,8 @@ class _LiveJob:
                 self.redis_failing = True
                 self.dirty = True
                 return False
-            self.refreshed = started
+            if whole:
+                self.refreshed = started
             if self.redis_failing:
                 log.info("job %s: Redis is back; full state re-written", self.job.id, extra=_log_extra(self.job))
                 self.redis_failing = False

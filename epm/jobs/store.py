@@ -7,9 +7,12 @@ docs/operations.md; keep the two in step.
 from __future__ import annotations
 
 import json
+import json.encoder
 import logging
+import operator
 import time
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any, NamedTuple
 
 import redis
@@ -43,8 +46,9 @@ class JobStore:
         self.retention = retention
         self.keep_per_user = keep_per_user
         self.heartbeat_timeout = heartbeat_timeout
-        # Loaded once per client and called by EVALSHA (redis-py reloads it after a SCRIPT FLUSH).
+        # Loaded once per server and called by its SHA (loaded again after a SCRIPT FLUSH or a restart).
         self._progress_script = client.register_script(_PROGRESS_LUA)
+        self._payloads = ProgressPayloads()
 
     # -- names ---------------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
@@ -100,6 +104,8 @@ class JobStore:
         """
         if progress_only:
             return self.save_progress(job)
+        if job.is_terminal:
+            self._payloads.forget(job.id)
         pipe = self.redis.pipeline(transaction=True)
         self._queue_write(pipe, job, publish=publish)
         pipe.execute()
@@ -108,17 +114,23 @@ class JobStore:
     def save_progress(self, job: Job) -> bool:
         """A progress report of a live job: one ``EVALSHA`` of a script loaded once.
 
-        The script writes the fields a report changes (progress, message, seq, updated_at), pushes
-        the heartbeat deadline, bumps the user's version and publishes the whole state on both
-        channels, atomically. When Redis lost the job's hash (a restart without persistence,
-        FLUSHALL) it writes nothing and the whole state is written instead, so a hash is never left
-        in parts. False when Redis holds a terminal state for the job: terminal states are final.
+        The script writes the fields a report changes (progress, message, seq, updated_at), bumps the
+        user's version and publishes the whole state on both channels, atomically. When Redis lost the
+        job's hash (a restart without persistence, FLUSHALL) it writes nothing and the whole state is
+        written instead, so a hash is never left in parts. False when Redis holds a terminal state for
+        the job: terminal states are final. The heartbeat deadline is the pulse's (``heartbeat``, every
+        second), not a report's.
         """
-        outcome = self._progress_script(
-            keys=[self.job_key(job.id), self.active_key, self.user_version_key(job.user_id),
-                  self.job_channel(job.id), self.user_channel(job.user_id)],
-            args=[job.id, self.deadline(), job.to_json(), job.progress, job.message, job.seq,
-                  job.updated_at or ""])
+        args = (2, self.job_key(job.id), self.user_version_key(job.user_id), self.job_channel(job.id),
+                self.user_channel(job.user_id), self._payloads.render(job), job.progress, job.message or "", job.seq,
+                job.updated_at or "")
+        script = self._progress_script
+        try:
+            outcome = self.redis.execute_command("EVALSHA", script.sha, *args)
+        except redis.exceptions.NoScriptError:
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
+            script.sha = self.redis.script_load(_PROGRESS_LUA)
+            outcome = self.redis.execute_command("EVALSHA", script.sha, *args)
         if outcome == _PROGRESS_LOST:
             self.save(job)
         return outcome != _PROGRESS_ENDED
@@ -566,19 +578,85 @@ class JobStore:
 
 _PROGRESS_WRITTEN, _PROGRESS_LOST, _PROGRESS_ENDED = 1, 0, -1
 
-# KEYS: job hash, active set, user version, job channel, user channel.
-# ARGV: job id, deadline, event payload, progress, message, seq, updated_at.
+# KEYS: job hash, user version. ARGV: job channel, user channel, event payload, progress, message, seq,
+# updated_at.
 _PROGRESS_LUA = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 if TERMINAL_TEST then return -1 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[4], 'message', ARGV[5], 'seq', ARGV[6], 'updated_at', ARGV[7])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', KEYS[4], ARGV[3])
-redis.call('PUBLISH', KEYS[5], ARGV[3])
+redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """.replace("TERMINAL_TEST", " or ".join(f"status == '{status.value}'" for status in sorted(TERMINAL)))
+
+#: the fields a progress report changes; every other field of its event is the same from one report to the next
+PROGRESS_FIELDS = ("progress", "message", "seq", "updated_at")
+
+
+class ProgressPayloads:
+    """The event JSON of progress reports, ``job.to_json()`` byte for byte, from a template per job.
+
+    Between two status changes only ``PROGRESS_FIELDS`` move, so the rest of the JSON is encoded once
+    and each report encodes four values. A template is used only while every other field (and
+    ``extra``) still has the value it was made from; at most ``limit`` jobs' templates are kept.
+    """
+
+    def __init__(self, limit: int = 256):
+        self.limit = limit
+        self._templates: dict[str, tuple[tuple, list[str], tuple[str, ...]]] = {}
+
+    def render(self, job: Job) -> str:
+        key = _static_values(job)
+        if job.extra:
+            key += tuple(job.extra.items())
+        found = self._templates.get(job.id)
+        if found is None or found[0] != key:
+            found = self._templates[job.id] = (key, *_template(job.to_dict()))
+            if len(self._templates) > self.limit:
+                del self._templates[next(iter(self._templates))]
+        _, parts, holes = found
+        if holes == PROGRESS_FIELDS:  # the order of Job's fields: the one template there is in practice
+            return (f"{parts[0]}{_encode(job.progress)}{parts[1]}{_encode(job.message)}{parts[2]}"
+                    f"{_encode(job.seq)}{parts[3]}{_encode(job.updated_at)}{parts[4]}")
+        out = [parts[0]]
+        for name, part in zip(holes, parts[1:], strict=True):
+            out.append(_encode(getattr(job, name)))
+            out.append(part)
+        return "".join(out)
+
+    def forget(self, job_id: str) -> None:
+        self._templates.pop(job_id, None)
+
+
+def _template(data: dict[str, Any]) -> tuple[list[str], tuple[str, ...]]:
+    """``json.dumps(data, separators=(",", ":"), default=str)`` cut at the values of ``PROGRESS_FIELDS``."""
+    parts, holes, text = [], [], "{"
+    for index, (name, value) in enumerate(data.items()):
+        text += ("," if index else "") + _encode(name) + ":"
+        if name in PROGRESS_FIELDS:
+            parts.append(text)
+            holes.append(name)
+            text = ""
+        else:
+            text += json.dumps(value, separators=(",", ":"), default=str)
+    parts.append(text + "}")
+    return parts, tuple(holes)
+
+
+def _encode(value: Any) -> str:
+    """One JSON value as ``json.dumps`` writes it (the four a report changes: int, str or None)."""
+    if type(value) is str:
+        return _encode_str(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    return json.dumps(value, default=str)
+
+
+_encode_str = json.encoder.encode_basestring_ascii
+_static_values = operator.attrgetter(*(field.name for field in fields(Job)
+                                        if field.name != "extra" and field.name not in PROGRESS_FIELDS))
 
 
 def _created_score(job: Job) -> float:
