@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -190,7 +192,56 @@ def acknowledge_job(job_id: str) -> Response:
     return jsonify(first=first)
 
 
+def _opening(view):
+    """Open at most ``EPM_SSE_OPENING`` event streams of this process at once; the others wait their turn.
+
+    Opening is the costly part of a stream (the session check, SUBSCRIBE, the snapshot: Redis round trips
+    on pooled connections); once open, a stream costs a socket and no Redis connection. Thousands of
+    browsers reopening at once (a deploy, a Redis restart) would otherwise take a new Redis connection
+    each and starve the worker's loop until opens time out.
+    """
+
+    @functools.wraps(view)
+    def opening(*args: Any, **kwargs: Any) -> Response:
+        extensions = current_app.extensions
+        gate = extensions.get("epm.sse_opening")
+        if gate is None:
+            # Made on first use, in the worker (gevent patches threading there, after the app is imported).
+            gate = extensions.setdefault("epm.sse_opening",
+                                         threading.BoundedSemaphore(current_app.config["EPM_SSE_OPENING"]))
+        with gate:
+            for attempt in range(OPEN_TRIES):
+                try:
+                    return view(*args, **kwargs)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    # Opening only reads (the session, the snapshot) and subscribes: safe to do again. A
+                    # Redis that is up but slow to answer a starved worker gets another try.
+                    if attempt + 1 == OPEN_TRIES:
+                        return _not_opened(exc)
+                    log.info("event stream: Redis did not answer in time (%s); trying again", exc)
+                    time.sleep(0.25 * (attempt + 1))
+                except redis.RedisError as exc:
+                    return _not_opened(exc)
+
+    return opening
+
+
+#: times a stream's opening is tried when Redis does not answer in time
+OPEN_TRIES = 3
+
+
+def _not_opened(error: redis.RedisError):
+    """An EventSource gets what it understands (``_unavailable``); other clients the API's 503."""
+    if request.headers.get("Accept", "").split(";")[0].strip() != "text/event-stream":
+        raise error
+    response = Response([_unavailable(error)], mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
 @bp.get("/background-jobs/<job_id>/events")
+@_opening
 def job_events(job_id: str) -> Response:
     user_id = current_user_id()
     service = _jobs()
@@ -211,6 +262,7 @@ def job_events(job_id: str) -> Response:
 
 
 @bp.get("/background-jobs/events")
+@_opening
 def user_events() -> Response:
     user_id = current_user_id()
     service = _jobs()
@@ -228,13 +280,9 @@ def _event_stream(channels: list[str], snapshot, *, single_job: bool = False) ->
     except ValueError:
         last_event_id = None
     hub = current_app.extensions["epm.hub"]
-    try:
-        body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job,
-                      sock=_writable_socket(request.environ))
-    except redis.RedisError as exc:
-        if request.headers.get("Accept", "").split(";")[0].strip() != "text/event-stream":
-            raise  # a 503 with the JSON error, like the rest of the API
-        body = [_unavailable(exc)]
+    # Redis errors go to ``_opening``: tried again, then a 503 or what an EventSource understands.
+    body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job,
+                  sock=_writable_socket(request.environ))
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"

@@ -70,6 +70,26 @@ def frame(data: bytes) -> bytes:
     return b"%X\r\n%b\r\n" % (len(data), data)
 
 
+def new_event():
+    """A flag one greenlet (or thread) waits on and another sets: gevent's own under gevent (a fraction of the
+    memory of ``threading.Event`` made of patched locks: it is one per open stream), else ``threading``'s."""
+    global _EVENT
+    if _EVENT is None:
+        try:
+            from gevent import monkey
+        except ImportError:
+            _EVENT = threading.Event
+        else:
+            if monkey.is_module_patched("threading"):
+                from gevent.event import Event as _EVENT
+            else:
+                _EVENT = threading.Event
+    return _EVENT()
+
+
+_EVENT = None
+
+
 class Subscription:
     """A stream's inbox on the hub: what arrived since the stream last looked, and a flag to wake it.
 
@@ -86,8 +106,8 @@ class Subscription:
 
     def __init__(self, channels: tuple[str, ...], single_job: bool = False, sock=None):
         self.channels = channels
-        self.pending: deque = deque()
-        self.ready = threading.Event()
+        self.pending: list = []
+        self.ready = new_event()
         self.counted = False
         #: job id -> the newest seq this stream sent: older or repeated events are skipped
         self.sent = LatestSeqs(STREAM_KEEP_ENDED)
@@ -105,10 +125,7 @@ class Subscription:
         """Everything queued, oldest first; waits until there is something."""
         self.ready.wait()
         self.ready.clear()
-        items = []
-        pending = self.pending
-        while pending:
-            items.append(pending.popleft())
+        items, self.pending = self.pending, []
         return items
 
     def offer(self, message: Message) -> int:
@@ -196,7 +213,7 @@ class EventHub:
                 members = self._subs.setdefault(channel, set())
                 if not members:
                     new.append(channel)
-                    self._ready[channel] = threading.Event()
+                    self._ready[channel] = new_event()
                 members.add(sub)
             waits = [self._ready[channel] for channel in channels]
             try:
@@ -324,12 +341,14 @@ class EventHub:
                 continue
             try:
                 now = time.monotonic()
-                if pinged is not None and now - pinged > self.health_check:
-                    raise redis.ConnectionError(f"no answer to a PING in {self.health_check:g}s")
                 if pinged is None and now - quiet_since > self.health_check:
                     pubsub.ping()
                     pinged = now
                 item = pubsub.get_message(timeout=1.0)
+                # Read first, judge after: on a busy worker the answer may have waited in the socket for
+                # this greenlet's turn, and replacing a live connection re-sends every stream's snapshot.
+                if item is None and pinged is not None and time.monotonic() - pinged > self.health_check:
+                    raise redis.ConnectionError(f"no answer to a PING in {self.health_check:g}s")
             except Exception as exc:
                 if pubsub is not self._pubsub:
                     continue  # replaced (and closed) meanwhile by a stream's subscribe or the last unsubscribe
@@ -465,11 +484,13 @@ class LatestSeqs(dict):
         super().__init__()
         self.keep_ended = keep_ended
         self.limit = limit
-        self._ended: deque[str] = deque()
+        self._ended: deque[str] | None = None  # made with the first ended job: most streams see none
 
     def record(self, message: Message) -> None:
         self[message.job_id] = message.seq
         if message.terminal:
+            if self._ended is None:
+                self._ended = deque()
             self._ended.append(message.job_id)
             if len(self._ended) > self.keep_ended:
                 self.pop(self._ended.popleft(), None)
