@@ -146,7 +146,8 @@ class EventStream(asyncio.Protocol):
         del self.buffer[:end + 4]
         self.head_done = True
         if not accepted(status, headers):
-            self.tally.error(f"stream answered {status}")
+            # An EventSource told to come back later gets 200 with an "unavailable" event, not a stream.
+            self.tally.error(f"stream answered {status}" + ("" if status != 200 else " without a stream"))
             self._settle(False)
             self.close()
             return False

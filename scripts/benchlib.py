@@ -354,8 +354,10 @@ def parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
 
 
 def get_request(path: str, cookie: str, extra: dict[str, str] | None = None) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", f"Cookie: session={cookie}", "Accept: */*"]
-    lines.extend(f"{name}: {value}" for name, value in (extra or {}).items())
+    """A GET with the session cookie; ``extra`` headers replace the defaults of the same name (an event
+    stream's client sends ``Accept: text/event-stream`` as an EventSource does, not a second Accept)."""
+    headers = {"Host": "127.0.0.1", "Cookie": f"session={cookie}", "Accept": "*/*", **(extra or {})}
+    lines = [f"GET {path} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
