@@ -258,7 +258,9 @@ def job_events(job_id: str) -> Response:
             finally:
                 db.session.remove()
 
-    return _event_stream([service.store.job_channel(job_id)], snapshot, single_job=True)
+    # The owner's channel carries every state of the job, as the job's own channel does: one subscription
+    # (and one message per event) serves the user's job and user streams in this process alike.
+    return _event_stream([service.store.user_channel(user_id)], snapshot, single_job=True, job_id=job_id)
 
 
 @bp.get("/background-jobs/events")
@@ -273,7 +275,7 @@ def user_events() -> Response:
     return _event_stream([service.store.user_channel(user_id)], snapshot)
 
 
-def _event_stream(channels: list[str], snapshot, *, single_job: bool = False) -> Response:
+def _event_stream(channels: list[str], snapshot, *, single_job: bool = False, job_id: str | None = None) -> Response:
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     try:
         last_event_id = int(last_id) if last_id else None
@@ -282,7 +284,7 @@ def _event_stream(channels: list[str], snapshot, *, single_job: bool = False) ->
     hub = current_app.extensions["epm.hub"]
     # Redis errors go to ``_opening``: tried again, then a 503 or what an EventSource understands.
     body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job,
-                  sock=_writable_socket(request.environ))
+                  sock=_writable_socket(request.environ), job_id=job_id)
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"

@@ -102,9 +102,9 @@ class Subscription:
     a chunk as ``Framed`` bytes) and the stream's greenlet sends it.
     """
 
-    __slots__ = ("channels", "pending", "ready", "counted", "sent", "single_job", "sock", "raw", "direct")
+    __slots__ = ("channels", "pending", "ready", "counted", "sent", "single_job", "job_id", "sock", "raw", "direct")
 
-    def __init__(self, channels: tuple[str, ...], single_job: bool = False, sock=None):
+    def __init__(self, channels: tuple[str, ...], single_job: bool = False, sock=None, job_id: str | None = None):
         self.channels = channels
         self.pending: list = []
         self.ready = new_event()
@@ -112,6 +112,8 @@ class Subscription:
         #: job id -> the newest seq this stream sent: older or repeated events are skipped
         self.sent = LatestSeqs(STREAM_KEEP_ENDED)
         self.single_job = single_job
+        #: the one job whose events this stream takes from its channels (None: every job's)
+        self.job_id = job_id
         self.sock = sock
         self.raw = getattr(sock, "_sock", None)
         self.direct = False
@@ -133,6 +135,8 @@ class Subscription:
 
         Returns the events delivered now (0 or 1; a queued one is counted when its stream sends it).
         """
+        if self.job_id is not None and message.job_id != self.job_id:
+            return 0
         if not self.direct:
             self.put(message)
             return 0
@@ -199,14 +203,15 @@ class EventHub:
         self.closed = False
 
     def subscribe(self, *channels: str, timeout: float = 5.0, single_job: bool = False,
-                  sock=None) -> Subscription:
+                  sock=None, job_id: str | None = None) -> Subscription:
         """Follow ``channels``; returns once Redis confirmed them, so no later event is missed.
 
         A connection that fails the SUBSCRIBE is replaced at once and the subscription tried again on the
         new one. Raises ``redis.RedisError`` when Redis cannot be reached, before anything was sent.
-        ``sock``: the client's socket, which the hub may write itself (see ``Subscription``).
+        ``sock``: the client's socket, which the hub may write itself (see ``Subscription``); ``job_id``:
+        only that job's events are handed to the stream.
         """
-        sub = Subscription(channels, single_job, sock)
+        sub = Subscription(channels, single_job, sock, job_id)
         with self._lock:
             new = []
             for channel in channels:
@@ -444,7 +449,8 @@ class EventStream:
 
 
 def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[Job]], *,
-           last_event_id: int | None = None, single_job: bool = False, sock=None) -> EventStream:
+           last_event_id: int | None = None, single_job: bool = False, sock=None,
+           job_id: str | None = None) -> EventStream:
     """The SSE byte stream: subscribe, send the snapshot, then newer events and the hub's heartbeats.
 
     ``snapshot`` gives the current state of the jobs followed. Events not newer than what a stream
@@ -457,8 +463,12 @@ def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[J
     first chunk (headers, ``retry``, the snapshot) goes out through the server as usual; from then on the
     hub writes the events to the socket itself (see ``Subscription``) and the stream's greenlet only
     sends what the hub could not, until the stream ends and the server closes the response.
+
+    ``job_id``: only that job's events are sent (a one-job stream follows its owner's channel, which
+    carries every state of the job: one subscription and one message per event for all the user's streams
+    in a process).
     """
-    sub = hub.subscribe(*channels, single_job=single_job, sock=sock)
+    sub = hub.subscribe(*channels, single_job=single_job, sock=sock, job_id=job_id)
     try:
         jobs = snapshot()
     except BaseException:
