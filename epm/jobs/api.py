@@ -285,9 +285,14 @@ def _event_stream(channels: list[str], snapshot, *, single_job: bool = False, jo
     # Redis errors go to ``_opening``: tried again, then a 503 or what an EventSource understands.
     body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job,
                   sock=_writable_socket(request.environ), job_id=job_id)
-    response = Response(body, mimetype="text/event-stream")
+    # The body's bytes are final: the server iterates (and closes) the stream itself, not two wrappers of
+    # werkzeug's around it, which an open stream would keep (with their frames) for as long as it is open.
+    response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
+    # werkzeug keeps the request object in the WSGI environ, which the server holds until the response
+    # ends: an open stream needs nothing of it.
+    request.environ.pop("werkzeug.request", None)
     return response
 
 

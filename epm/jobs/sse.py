@@ -310,9 +310,13 @@ class EventHub:
             self._beat_thread.start()
 
     def _beat(self) -> None:
-        """The process's one keep-alive timer: wakes every stream each ``heartbeat`` seconds, while there are any."""
+        """The process's one keep-alive timer: a keep-alive on every stream each ``heartbeat`` seconds, while
+        there are any. The beats keep their times: writing to thousands of streams takes a while, and the
+        next beat does not wait that long again."""
+        due = time.monotonic()
         while not self.closed:
-            time.sleep(self.heartbeat)
+            due = max(due + self.heartbeat, time.monotonic())
+            time.sleep(max(0.0, due - time.monotonic()))
             with self._lock:
                 if not self._subs:
                     self._beat_thread = None  # the next stream starts it again (under the same lock)
