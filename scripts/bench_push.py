@@ -207,7 +207,9 @@ class EventStream(asyncio.Protocol):
 
     def _on_block(self, block: bytes, now: float) -> None:
         if block.startswith(b":"):
-            if self.last_beat is not None:
+            # How late each keep-alive came after the stream's last bytes, for those within the window.
+            start, end = self.settings.get("window", (math.inf, math.inf))
+            if self.last_beat is not None and start <= self.last_beat and now < end:
                 self.tally.heartbeat_late.append(now - self.last_beat - self.settings["heartbeat"])
             self.last_beat = now
             return
@@ -641,6 +643,8 @@ def idle_phase(backends: Backends, users: list[User], sizes: dict, files: int, w
             started = time.monotonic()
             opened = clients.streams(specs, settings)
             connect_seconds = time.monotonic() - started
+            # Keep-alives are timed while the streams are held, once every open was answered.
+            clients.tell({"window": (time.time(), time.time() + sizes["idle_seconds"])})
             cpu = CpuMeter(lambda: worker_pids)
             time.sleep(sizes["idle_seconds"])
             after = sum(benchlib.rss_kb(pid) for pid in worker_pids)
