@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .. import logs
+from ..extensions import db as _db  # at import: an import statement in release_database costs every report
 from . import signals
 from .job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
 from .registry import Operation
@@ -147,9 +148,7 @@ class JobContext:
 
 def release_database() -> None:
     """End this greenlet's database session, if it has one, so its pooled connection goes back at once."""
-    from ..extensions import db
-
-    session = db.session
+    session = _db.session
     if session.registry.has():  # most reports find none: skip remove()'s second scope lookup and its KeyError
         session.remove()
 
