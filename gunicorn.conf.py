@@ -15,6 +15,10 @@ worker_class = "gevent"
 # One worker on the embedded default: fakeredis lives inside a process, so workers could not share it.
 workers = int(os.environ.get("WEB_CONCURRENCY") or (2 if os.environ.get("REDIS_URL") else 1))
 worker_connections = int(os.environ.get("EPM_WORKER_CONNECTIONS", "10000"))
+# Connections the kernel queues before a worker accepts them (capped by net.core.somaxconn): every tab
+# reopening its event stream at once after a deploy must not find the queue full (a dropped SYN is retried
+# by the client only after a second or more).
+backlog = int(os.environ.get("EPM_BACKLOG", "4096"))
 bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Seconds a stopping worker gives running jobs to finish before marking them interrupted.
 graceful_timeout = int(os.environ.get("EPM_GRACEFUL_TIMEOUT", "30"))

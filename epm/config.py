@@ -122,6 +122,10 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EPM_STAGE_SECONDS": _float(env, "EPM_STAGE_SECONDS", 0.0),
         # Seconds between keep-alive comments on an idle event stream.
         "EPM_SSE_HEARTBEAT": _float(env, "EPM_SSE_HEARTBEAT", 15.0),
+        # Event streams one process opens at once (session check, SUBSCRIBE, snapshot); more wait their turn,
+        # so a burst of opens (every tab after a deploy) neither floods Redis with new connections nor starves
+        # the worker's loop, and none is refused.
+        "EPM_SSE_OPENING": max(1, _int(env, "EPM_SSE_OPENING", 64)),
         # Seconds of silence after which a worker's pub/sub connection is PINGed (and replaced if it is dead).
         "EPM_PUBSUB_HEALTH_CHECK": _float(env, "EPM_PUBSUB_HEALTH_CHECK", 5.0),
         # Seconds a Redis command may take before the API answers 503 instead of hanging.

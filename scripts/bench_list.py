@@ -6,9 +6,12 @@ Keep-alive clients send the same list request as fast as the worker answers, in 
 without a validator (a 200 that reads the database and Redis) and with ``If-None-Match`` (a 304 from
 the user's Redis version counter). The database statements each costs are counted twice: in this
 process, with a listener on the app's engine, and, on PostgreSQL, from the server's own transaction
-count during each round. A 304 that costs a database statement fails the run. Then, while some of the
-user's jobs run and report progress, pollers poll as the browser does when its stream is down: with
-``If-None-Match`` and with ``?since=V``; the 304 share, the bytes and the worker CPU per answer of each.
+count during each round. A 304 that costs a database statement fails the run. Then ``pollers`` users each poll
+their own list as the browser's one polling tab does when its stream is down (every 3 s), with
+``If-None-Match`` and with ``?since=V`` in alternating rounds: ``busy`` of them have a running job that
+reports progress every ``move_every`` seconds (a stage every 2 s by default), the others only finished
+jobs (``history`` each). The 304 share and the bytes of each group, and the worker CPU and PostgreSQL
+transactions per answer of each way of polling.
 
     .venv/bin/python scripts/bench_list.py [--quick]
 
@@ -33,9 +36,11 @@ from epm.jobs.store import Guard
 
 SIZES = {
     "quick": {"rounds": 2, "seconds": 2.0, "concurrency": 8, "active": 20, "finished": 1000, "counted": 50,
-              "pollers": 20, "poll_interval": 0.5, "poll_seconds": 3.0, "moving": 2, "move_every": 1.0},
+              "pollers": 20, "poll_interval": 0.5, "poll_seconds": 3.0, "busy": 10, "move_every": 0.3,
+              "history": 20},
     "full": {"rounds": 5, "seconds": 5.0, "concurrency": 16, "active": 20, "finished": 1000, "counted": 200,
-             "pollers": 50, "poll_interval": 3.0, "poll_seconds": 15.0, "moving": 1, "move_every": 5.0},
+             "pollers": 50, "poll_interval": 3.0, "poll_seconds": 15.0, "busy": 25, "move_every": 2.0,
+             "history": 20},
 }
 PATH = benchlib.LIST_PATH
 
@@ -82,6 +87,17 @@ def seed(app, user_id: str, active: int, finished: int) -> list[Job]:
     return live
 
 
+def seed_pollers(app, count: int, busy: int, history: int) -> tuple[list[tuple[str, str]], list[Job]]:
+    """``count`` users with ``history`` finished jobs each; the first ``busy`` also run one job (in Redis).
+    Returns each user's ``(cookie, group)`` and the running jobs."""
+    pollers, running = [], []
+    for index, user_id in enumerate(benchlib.create_users(app, count, "poller")):
+        live = seed(app, str(user_id), 1 if index < busy else 0, history)
+        running.extend(live)
+        pollers.append((benchlib.session_cookie(app, user_id), "busy" if index < busy else "idle"))
+    return pollers, running
+
+
 class Mover:
     """Running jobs that move: each of ``jobs`` reports progress every ``every`` seconds (the real write)."""
 
@@ -119,16 +135,19 @@ class Mover:
         self._thread.join(5)
 
 
-async def poll(port: int, cookie: str, mode: str, pollers: int, interval: float, seconds: float) -> dict:
-    """``pollers`` clients of the user poll the list every ``interval`` s, as jobs.js does when its stream is
+async def poll(port: int, pollers: list[tuple[str, str]], mode: str, interval: float, seconds: float) -> dict:
+    """Each ``(cookie, group)`` polls its user's list every ``interval`` s, as jobs.js does when its stream is
     down: ``etag`` sends If-None-Match with the last ETag; ``since`` asks for what changed since the last
-    version it was given (``?since=V``) and merges it."""
+    version it was given (``?since=V``). Counts by group, and in all under ``"all"``."""
     import json
     import random
 
-    counts = {"200": 0, "304": 0, "other": 0, "bytes": 0}
+    counts: dict[str, dict[str, float]] = {}
 
-    async def poller(offset: float) -> None:
+    def count(group: str) -> dict[str, float]:
+        return counts.setdefault(group, {"200": 0, "304": 0, "other": 0, "bytes": 0})
+
+    async def poller(cookie: str, group: str, offset: float) -> None:
         conn = await HttpConnection.open(port)
         etag, version = None, 0
         await asyncio.sleep(offset)
@@ -139,22 +158,21 @@ async def poll(port: int, cookie: str, mode: str, pollers: int, interval: float,
             else:
                 raw = benchlib.get_request(f"{PATH}?limit=50&since={version}", cookie)
             status, headers, body = await conn.request(raw)
-            counts["bytes"] += len(body)
+            for tally in (count(group), count("all")):
+                tally["bytes"] += len(body)
+                tally[str(status) if status in (200, 304) else "other"] += 1
             if status == 200:
-                counts["200"] += 1
                 etag = (headers.get(b"etag") or b"").decode() or etag
                 version = json.loads(body).get("version", version)
-            elif status == 304:
-                counts["304"] += 1
-            else:
-                counts["other"] += 1
             await asyncio.sleep(interval)
         conn.close()
 
-    await asyncio.gather(*(poller(random.uniform(0, interval)) for _ in range(pollers)))
-    answers = counts["200"] + counts["304"] + counts["other"]
-    return {**counts, "answers": answers, "share_304": counts["304"] / max(1, answers),
-            "bytes_per_answer": counts["bytes"] / max(1, answers)}
+    await asyncio.gather(*(poller(cookie, group, random.uniform(0, interval)) for cookie, group in pollers))
+    for tally in counts.values():
+        answers = tally["200"] + tally["304"] + tally["other"]
+        tally.update(answers=answers, share_304=tally["304"] / max(1, answers),
+                     bytes_per_answer=tally["bytes"] / max(1, answers))
+    return counts
 
 
 async def load(port: int, raw: bytes, expect: int, concurrency: int, seconds: float) -> dict[str, float]:
@@ -218,17 +236,18 @@ def main() -> None:
     sizes = dict(SIZES["quick" if args.quick else "full"])
     sizes.update({name: getattr(args, name) for name in sizes if getattr(args, name) is not None})
 
-    with Backends("bench_list") as backends:
+    with Backends("bench_list", own_redis=True) as backends:
         print(f"bench_list on {backends.label}; sizes {sizes}; {benchlib.load_average()}", flush=True)
         app = backends.app()
         user_id = str(benchlib.create_users(app, 1, "lister")[0])
-        live = seed(app, user_id, sizes["active"], sizes["finished"])
+        seed(app, user_id, sizes["active"], sizes["finished"])
         cookie = benchlib.session_cookie(app, user_id)
         # The reaper would end the seeded jobs, which have no runner; it is not what is measured.
+        pollers, running = seed_pollers(app, sizes["pollers"], sizes["busy"], sizes["history"])
         with Server(backends.server_env(EPM_MAINTENANCE="0"), workers=1) as server:
             figures = measure(server, backends, cookie, sizes)
-            with Mover(app, live[-sizes["moving"]:], sizes["move_every"]) as mover:
-                figures["polling"] = measure_polling(server, backends, cookie, sizes)
+            with Mover(app, running, sizes["move_every"]) as mover:
+                figures["polling"] = measure_polling(server, backends, pollers, sizes)
             figures["moves"] = mover.writes
         counts = benchlib.list_statements(app, cookie, sizes["counted"])
         with app.app_context():
@@ -272,8 +291,8 @@ def measure(server: Server, backends: Backends, cookie: str, sizes: dict) -> dic
     return {"listed": listed, "results": results}
 
 
-def measure_polling(server: Server, backends: Backends, cookie: str, sizes: dict) -> dict:
-    """Pollers of a user whose running jobs move, with If-None-Match and with ?since=, in alternating rounds."""
+def measure_polling(server: Server, backends: Backends, pollers: list[tuple[str, str]], sizes: dict) -> dict:
+    """The pollers with If-None-Match and with ?since=, in alternating rounds, while the busy users' jobs move."""
     worker = server.worker_pids()
     transactions = TransactionCounter(backends)
     found: dict[str, list[dict]] = {"etag": [], "since": []}
@@ -282,12 +301,12 @@ def measure_polling(server: Server, backends: Backends, cookie: str, sizes: dict
             before = transactions.reading()
             server_cpu = CpuMeter(lambda: worker)
             started = time.monotonic()
-            result = asyncio.run(poll(server.port, cookie, mode, sizes["pollers"], sizes["poll_interval"],
-                                      sizes["poll_seconds"]))
+            result = asyncio.run(poll(server.port, pollers, mode, sizes["poll_interval"], sizes["poll_seconds"]))
             cpu_seconds = server_cpu.percent() / 100 * (time.monotonic() - started)
-            result["cpu_us_per_answer"] = cpu_seconds / max(1, result["answers"]) * 1e6
+            answers = result["all"]["answers"]
+            result["all"]["cpu_us_per_answer"] = cpu_seconds / max(1, answers) * 1e6
             after = transactions.reading()
-            result["db_xacts_per_answer"] = None if before is None else (after - before) / max(1, result["answers"])
+            result["all"]["db_xacts_per_answer"] = None if before is None else (after - before) / max(1, answers)
             found[mode].append(result)
     return found
 
@@ -296,8 +315,8 @@ def report(backends: Backends, sizes: dict, figures: dict, counts: dict) -> None
     results = figures["results"]
     polling = figures["polling"]
 
-    def polled(mode: str, name: str) -> float | None:
-        return median([r[name] for r in polling[mode] if r[name] is not None])
+    def polled(mode: str, name: str, group: str = "all") -> float | None:
+        return median([r[group][name] for r in polling[mode] if r.get(group, {}).get(name) is not None])
 
     def med(kind: str, name: str) -> float | None:
         values = [r[name] for r in results[kind] if r[name] is not None]
@@ -327,16 +346,23 @@ def report(backends: Backends, sizes: dict, figures: dict, counts: dict) -> None
     print(f"304 vs 200: {ratio:.1f}x the requests per second (median of per-round ratios); the 304 runs at "
           f"{of_floor:.0%} of the floor's rate, so no 304 could beat the 200 by more than "
           f"{ratio / of_floor:.1f}x here")
-    print_table(f"Polling while {sizes['moving']} of the user's jobs run and report progress every "
-                f"{sizes['move_every']:g} s ({figures['moves']} writes): {sizes['pollers']} pollers every "
-                f"{sizes['poll_interval']:g} s for {sizes['poll_seconds']:g} s per round (medians of the rounds)",
+    groups = (("busy", f"with a running job (a progress write every {sizes['move_every']:g} s)"),
+              ("idle", "without a running job"))
+    rows = []
+    for mode, label in (("etag", "If-None-Match (the user's version)"), ("since", "?since=V (jobs written after V)")):
+        for group, who in groups:
+            rows.append([f"{label}, pollers {who}", polled(mode, "answers", group), polled(mode, "share_304", group),
+                         polled(mode, "bytes_per_answer", group), None, None,
+                         sum(r.get(group, {}).get("other", 0) for r in polling[mode])])
+        rows.append([f"{label}, all", polled(mode, "answers"), polled(mode, "share_304"),
+                     polled(mode, "bytes_per_answer"), polled(mode, "cpu_us_per_answer"),
+                     polled(mode, "db_xacts_per_answer"), sum(r["all"]["other"] for r in polling[mode])])
+    print_table(f"Polling: {sizes['pollers']} users each poll their own list every {sizes['poll_interval']:g} s for "
+                f"{sizes['poll_seconds']:g} s per round; {sizes['busy']} of them run a job that reports progress "
+                f"every {sizes['move_every']:g} s ({figures['moves']} writes in all), the others have only "
+                f"finished jobs ({sizes['history']} each); medians of the rounds",
                 ["poller", "answers", "304 share", "bytes per answer", "worker CPU µs per answer",
-                 "DB transactions per answer", "errors"],
-                [[label, polled(mode, "answers"), polled(mode, "share_304"), polled(mode, "bytes_per_answer"),
-                  polled(mode, "cpu_us_per_answer"), polled(mode, "db_xacts_per_answer"),
-                  sum(r["other"] for r in polling[mode])]
-                 for mode, label in (("etag", "If-None-Match (the user's version)"),
-                                     ("since", "?since=V (jobs written after V)"))])
+                 "DB transactions per answer", "errors"], rows)
     ok_statements = counts["304"] == 0 and (xacts_per_request("304") or 0) == 0
     verdicts = [("304 costs no DB statement", ok_statements), ("304 >= 5x the rps of a 200", ratio >= 5)]
     print("Targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in verdicts))
@@ -350,15 +376,21 @@ def report(backends: Backends, sizes: dict, figures: dict, counts: dict) -> None
         "db_statements_per_200": counts["200"], "db_statements_per_304": counts["304"],
         "db_xacts_per_200": xacts_per_request("200"), "db_xacts_per_304": xacts_per_request("304"),
         "errors": sum(r["errors"] for kind in results for r in results[kind]),
-        "load": benchlib.load_average(), "moving_jobs": sizes["moving"], "move_every_s": sizes["move_every"],
+        "load": benchlib.load_average(), "busy_pollers": sizes["busy"], "move_every_s": sizes["move_every"],
         "pollers": sizes["pollers"], "poll_interval_s": sizes["poll_interval"],
         "poll_304_share_etag": polled("etag", "share_304"), "poll_304_share_since": polled("since", "share_304"),
+        "poll_304_share_etag_running_job": polled("etag", "share_304", "busy"),
+        "poll_304_share_since_running_job": polled("since", "share_304", "busy"),
+        "poll_304_share_etag_no_running_job": polled("etag", "share_304", "idle"),
+        "poll_304_share_since_no_running_job": polled("since", "share_304", "idle"),
+        "poll_bytes_since_running_job": polled("since", "bytes_per_answer", "busy"),
+        "poll_bytes_etag_running_job": polled("etag", "bytes_per_answer", "busy"),
         "poll_bytes_etag": polled("etag", "bytes_per_answer"), "poll_bytes_since": polled("since", "bytes_per_answer"),
         "poll_cpu_us_etag": polled("etag", "cpu_us_per_answer"),
         "poll_cpu_us_since": polled("since", "cpu_us_per_answer"),
         "poll_db_xacts_etag": polled("etag", "db_xacts_per_answer"),
         "poll_db_xacts_since": polled("since", "db_xacts_per_answer"),
-        "poll_errors": sum(r["other"] for mode in polling for r in polling[mode]),
+        "poll_errors": sum(r["all"]["other"] for mode in polling for r in polling[mode]),
     }))
     if not ok_statements:
         print(f"FAILED: a 304 cost {counts['304']} database statements in process, "

@@ -61,13 +61,19 @@ def socketio_channel() -> str:
 
 
 def job_event(job_id: str, step: int, steps: int, seq: int) -> dict:
-    """The state an epm demo job publishes at ``step`` (``steps + 1``: its terminal state)."""
+    """The state an epm demo job publishes at ``step`` (``steps + 1``: its terminal state), every field of
+    epm's event (``Job.to_dict()``), so that each peer carries events of the same size."""
+    from epm.jobs.job import Job, JobStatus
+
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     terminal = step > steps
-    return {"id": job_id, "seq": seq, "status": "completed" if terminal else "running",
-            "progress": min(100, step * 100 // steps), "terminal": terminal, "updated_at": now,
-            "message": "Done" if terminal else f"Step {step} of {steps}",
-            "result": {"steps": steps} if terminal else None}
+    job = Job(id=job_id, job_type="demo_countdown", user_id="1", title="Demo countdown",
+              status=JobStatus.COMPLETED if terminal else JobStatus.RUNNING,
+              progress=min(100, (step - 1) * 100 // steps), message="Countdown finished" if terminal
+              else f"Step {step} of {steps}", seq=seq, created_at=now, started_at=now, updated_at=now,
+              completed_at=now if terminal else None,
+              result={"summary": f"Counted {steps} steps", "steps": steps} if terminal else None)
+    return job.to_dict()
 
 
 def publish(peer: str, redis_url: str, channels: list[str], steps: int, step_seconds: float) -> None:

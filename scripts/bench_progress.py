@@ -15,6 +15,13 @@ Prints tables, then one JSON line of figures. See docs/performance.md.
 
 from __future__ import annotations
 
+import sys
+
+if "--gevent" in sys.argv:  # as in a gunicorn gevent worker: patched before anything opens a socket
+    from gevent import monkey
+
+    monkey.patch_all()
+
 import argparse
 import json
 import threading
@@ -74,12 +81,18 @@ def cost_probe(ctx) -> dict[str, Any]:
 
     store.write(shadow, Guard.RECORD)
     peers = Peers(current_app.config["REDIS_URL"], store.prefix)
+    peer_designs = peers.designs()
+    # Someone follows every channel written to (a stream's hub, a Celery result waiter), as in production:
+    # a PUBLISH that reaches a subscriber costs Redis more than one that reaches nobody.
+    listener = Listener(current_app.config["REDIS_URL"],
+                        [store.job_channel(ctx.job_id), store.user_channel(ctx.user_id), store.job_channel(shadow.id),
+                         *peers.channels])
     designs: dict[str, Any] = {
         "ping": lambda index: client.ping(),
         "progress": lambda index: ctx.progress(index % 100, f"Update {index}"),
         "store_update": lambda index: store.save_progress(step(shadow, index)),
         "save": lambda index: store.write(step(shadow, index), Guard.RECORD),
-        **peers.designs(),
+        **peer_designs,
     }
     unrelated = benchlib.unrelated_work
     clock, cpu = time.perf_counter, time.thread_time
@@ -113,7 +126,31 @@ def cost_probe(ctx) -> dict[str, Any]:
                     times[name + "_cpu"].append(end_cpu - start_cpu)
             rounds.append({name: median(values) * 1e6 for name, values in times.items() if values})
     peers.close()
-    return {"rounds": rounds, "progress_statements": statements, "peers": peers.versions}
+    listener.close()
+    return {"rounds": rounds, "progress_statements": statements, "peers": peers.versions,
+            "listened": listener.channels}
+
+
+class Listener:
+    """``redis-cli SUBSCRIBE`` in a process of its own, following the channels the designs publish on."""
+
+    def __init__(self, redis_url: str | None, channels: list[str]):
+        import shutil
+        import subprocess
+
+        self.process = None
+        self.channels = 0
+        binary = shutil.which("redis-cli")
+        if redis_url and binary:
+            self.process = subprocess.Popen([binary, "-u", redis_url, "SUBSCRIBE", *channels],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.channels = len(channels)
+            time.sleep(0.5)  # subscribed before the first write
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(5)
 
 
 class Peers:
@@ -125,6 +162,8 @@ class Peers:
         self.url = redis_url
         self.prefix = prefix
         self._clients: list[Any] = []
+        #: the channels the peers publish on (Celery's result of the task)
+        self.channels: list[str] = []
 
     def designs(self) -> dict[str, Any]:
         if not self.url:
@@ -164,6 +203,7 @@ class Peers:
             return None
 
         task_id = uuid.uuid4().hex
+        self.channels.append(f"{self.prefix}celery-task-meta-{task_id}")  # the backend publishes on the result's key
         self._clients.append(app)
         return lambda index: work.update_state(task_id=task_id, state="PROGRESS",
                                                meta={"progress": index % 100, "message": f"Update {index}"})
@@ -372,6 +412,8 @@ def naive_job_writes(app, user_id: str, jobs: int, steps: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--gevent", action="store_true",
+                        help="run under gevent's monkey-patching, as a gunicorn gevent worker runs the jobs")
     for name in SIZES["full"]:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the size {name}")
     args = parser.parse_args()
@@ -380,8 +422,9 @@ def main() -> None:
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
 
-    with Backends("bench_progress") as backends:
-        print(f"bench_progress on {backends.label}; sizes {sizes}; {benchlib.load_average()}", flush=True)
+    with Backends("bench_progress", own_redis=True) as backends:
+        print(f"bench_progress on {backends.label}{' under gevent' if args.gevent else ''}; sizes {sizes}; "
+              f"{benchlib.load_average()}", flush=True)
         app = backends.app()
         direct = backends.app(EPM_PROGRESS_INTERVAL=0)
         user_id = str(benchlib.create_users(app, 1, "progress")[0])
@@ -408,7 +451,7 @@ def main() -> None:
                 db.session.remove()
                 db.engine.dispose()
         report(backends, sizes, rounds, probe.result["progress_statements"], ours, naive, coalesced, every,
-               spread, probe.result["peers"])
+               spread, probe.result["peers"], probe.result["listened"], args.gevent)
 
 
 def _describe(state: dict[str, Any] | None) -> str:
@@ -417,7 +460,7 @@ def _describe(state: dict[str, Any] | None) -> str:
 
 def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, float]], progress_statements: int,
            ours: list[str], naive: list[str], coalesced: dict[str, Any], every: dict[str, Any],
-           spread: dict[str, Any], versions: dict[str, str]) -> None:
+           spread: dict[str, Any], versions: dict[str, str], listened: int, under_gevent: bool) -> None:
     def med(name: str) -> float:
         return median([r[name] for r in rounds])
 
@@ -442,6 +485,8 @@ def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, flo
                  row(f"Celery {versions.get('celery')}: Task.update_state (Redis backend)", "celery_update_state",
                      0),
                  row("naive: UPDATE background_jobs ...; COMMIT", "naive", 1)])
+    print(f"A subscriber ({'redis-cli SUBSCRIBE' if listened else 'none: redis-cli missing'}) followed the "
+          f"{listened} channels the designs publish on; {'under gevent' if under_gevent else 'plain threads'}")
 
     jobs, steps = sizes["jobs"], sizes["steps"]
     writes = sum(map(benchlib.is_write, ours)) / jobs
@@ -471,7 +516,7 @@ def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, flo
         return how(name) if any(name in r for r in rounds) else None
 
     figures = {
-        "backend": "real" if backends.real else "embedded", "load": benchlib.load_average(), **{
+        "backend": "real" if backends.real else "embedded", "gevent": under_gevent, "load": benchlib.load_average(), **{
             f"{name}_version": version for name, version in versions.items()},
         "ping_us": med("ping"), "save_us": med("save"), "update_us": med("progress"),
         "store_update_us": med("store_update"), "save_vs_ping": ratio("save"), "update_vs_ping": update_vs_ping,

@@ -1,13 +1,19 @@
-"""Benchmark: how fresh pushed progress is, and what it costs, next to polling, on a real server.
+"""Benchmark: how fresh pushed progress is, and what it costs, next to polling and to the peers, on a real server.
 
-A real gunicorn+gevent server (2 workers on real Redis and PostgreSQL; 1 on the embedded default) runs
-N demo jobs that each report progress every ``--step-seconds``, while M clients follow them. Phases:
+A real gunicorn+gevent server (2 workers on real Redis and PostgreSQL; 1 on the embedded default; ``--workers``)
+runs N demo jobs that each report progress every ``--step-seconds`` (EPM_PROGRESS_INTERVAL is set below the
+step, so every step is an event, as the peers' publisher publishes every step), while M clients follow them.
+On real backends the run has a redis-server of its own (``--shared-redis``: REDIS_URL's), so that Redis's CPU
+is the run's alone and is counted. Phases:
 
-1. push: a few clients watch each job's event stream, the rest follow their user's stream. The delay
-   of each event is its arrival at the client minus its ``updated_at``, the time the runner wrote the
-   state (with steps slower than EPM_PROGRESS_INTERVAL every progress() call is written at once, so
-   that is the time of the call). Lost events: a client that stayed connected must see every step
-   after the first it saw, and the terminal state.
+1. push: every client follows a job: ``watchers`` per job on its one-job stream, the rest on the user
+   streams of the jobs' owners (10 clients per job at the default sizes). The jobs are started all at once,
+   each on a connection of its own (the time of the 100 starts is reported). The delay of each event is
+   its arrival at the client minus its ``updated_at``, the time the runner wrote the state. Delays and
+   CPU are taken over one window of ``--seconds`` of steady state: the events that arrive in it against
+   the CPU the server's processes (master and workers, every thread, the jobs included) and Redis used
+   in it. Lost events: a client that stayed connected must see every step after the first it saw, and
+   the terminal state.
 2. polling, the first design: M clients fetch the list every 3 s (``--poll-interval``). Freshness of
    a state is the arrival of the first answer that shows it (or a newer one) minus the time it was
    written; states a poll skipped over get a write time interpolated between the two states it saw
@@ -15,13 +21,15 @@ N demo jobs that each report progress every ``--step-seconds``, while M clients 
 3. polling with ``If-None-Match``: the same, answered 304 from the user's Redis version counter
    while nothing changed.
 4. peers: flask-sse and Flask-SocketIO (Redis message queue, gevent-websocket) serving the same clients
-   the same kind of progress, published by a separate process through their own APIs
-   (scripts/bench_peers.py); their delay and server CPU per delivered event.
+   (10 per job) the same progress, each state the shape and size of epm's, published by a separate
+   process through their own APIs (scripts/bench_peers.py), over the same kind of window; their CPU per
+   delivered event counts their server, their publisher (which stands for our jobs) and Redis.
 5. idle: 5,000 event streams (``--idle N``) opened at once on one instance (2 workers on real backends)
    with a short heartbeat: failed opens, memory per connection (workers' RSS growth / connections) and
    whether the heartbeats come on time. ``--clients 10000 --idle`` runs this phase alone, with 10,000.
 
-Clients are asyncio protocols in separate processes, so the clients are not what is measured.
+Clients are asyncio protocols in separate processes that read each event with a few regular-expression
+searches (not a JSON decoder), so that they cost far less than the servers they measure.
 
     .venv/bin/python scripts/bench_push.py [--quick]
     .venv/bin/python scripts/bench_push.py --clients 10000 --idle
@@ -38,6 +46,7 @@ import math
 import multiprocessing
 import os
 import random
+import re
 import resource
 import time
 from collections import Counter
@@ -62,6 +71,24 @@ def timestamp(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+_ID = re.compile(rb'"id":\s*"([^"]*)"')
+_SEQ = re.compile(rb'"seq":\s*(\d+)')
+_UPDATED = re.compile(rb'"updated_at":\s*"([^"]+)"')
+_TERMINAL = re.compile(rb'"terminal":\s*true')
+_ACTIVE = re.compile(rb'"status":\s*"(?:pending|running)"')
+_STEP = re.compile(rb'"message":\s*"Step (\d+) ')
+_STEPS = re.compile(rb'"steps":\s*(\d+)')
+
+
+def position_of(data: bytes, terminal: bool) -> int | None:
+    """``position`` read from a state's JSON text (its first "id" and "seq" are the job's: they come first)."""
+    if terminal:
+        found = _STEPS.search(data)
+        return int(found.group(1)) + 1 if found else None
+    found = _STEP.search(data)
+    return int(found.group(1)) if found else None
+
+
 def position(job: dict[str, Any]) -> int | None:
     """Where a demo job's state stands: its step, ``steps + 1`` once terminal, None before the first step."""
     message = job.get("message") or ""
@@ -76,6 +103,7 @@ def position(job: dict[str, Any]) -> int | None:
 class Tally:
     """What one client process saw."""
 
+    #: delay of each event that arrived within the measured window (``settings["window"]``)
     latencies: list[float] = field(default_factory=list)
     freshness: list[float] = field(default_factory=list)
     heartbeat_late: list[float] = field(default_factory=list)
@@ -146,7 +174,8 @@ class EventStream(asyncio.Protocol):
         del self.buffer[:end + 4]
         self.head_done = True
         if not accepted(status, headers):
-            self.tally.error(f"stream answered {status}")
+            # An EventSource told to come back later gets 200 with an "unavailable" event, not a stream.
+            self.tally.error(f"stream answered {status}" + ("" if status != 200 else " without a stream"))
             self._settle(False)
             self.close()
             return False
@@ -178,7 +207,9 @@ class EventStream(asyncio.Protocol):
 
     def _on_block(self, block: bytes, now: float) -> None:
         if block.startswith(b":"):
-            if self.last_beat is not None:
+            # How late each keep-alive came after the stream's last bytes, for those within the window.
+            start, end = self.settings.get("window", (math.inf, math.inf))
+            if self.last_beat is not None and start <= self.last_beat and now < end:
                 self.tally.heartbeat_late.append(now - self.last_beat - self.settings["heartbeat"])
             self.last_beat = now
             return
@@ -187,26 +218,34 @@ class EventStream(asyncio.Protocol):
             return  # "retry:" alone, or an event that is not a job's state
         self.last_beat = now
         # epm writes "data: {...}" last; flask-sse writes "data:{...}" followed by "id:...".
-        self.record(json.loads(block[start + 5:].split(b"\n", 1)[0]), now)
+        self.record(block[start + 5:].split(b"\n", 1)[0], now)
 
-    def record(self, data: dict[str, Any], now: float) -> None:
-        """Count a job's state: its delay, whether it is in order, which step it shows."""
+    def record(self, data: bytes, now: float) -> None:
+        """Count a job's state (its JSON, read with a few searches rather than decoded whole, so that a
+        client costs far less than the server it measures): its delay, whether it is in order, its step."""
         self.tally.events += 1
-        track = self.jobs.setdefault(data["id"], {"seq": 0, "first": None, "steps": set(), "terminal": False})
-        if data["seq"] <= track["seq"]:
+        job_id = _ID.search(data).group(1)
+        seq = int(_SEQ.search(data).group(1))
+        track = self.jobs.get(job_id)
+        if track is None:
+            track = self.jobs[job_id] = {"seq": 0, "first": None, "steps": set(), "terminal": False}
+        if seq <= track["seq"]:
             self.tally.out_of_order += 1
-        track["seq"] = data["seq"]
-        step = position(data)
+        track["seq"] = seq
+        terminal = _TERMINAL.search(data) is not None
+        step = position_of(data, terminal)
         if step is not None:
             if track["first"] is None:
                 track["first"] = step
             track["steps"].add(step)
-        elif track["first"] is None and data["status"] in ("pending", "running"):
+        elif track["first"] is None and _ACTIVE.search(data):
             track["first"] = 1  # connected before the first step: every step must arrive
-        track["terminal"] = track["terminal"] or data["terminal"]
-        written = timestamp(data["updated_at"])
-        if written >= self.settings["measure_from"]:
-            self.tally.latencies.append(now - written)
+        track["terminal"] = track["terminal"] or terminal
+        start, end = self.settings.get("window", (math.inf, math.inf))
+        if start <= now < end:
+            written = timestamp(_UPDATED.search(data).group(1).decode())
+            if written >= self.settings["measure_from"]:
+                self.tally.latencies.append(now - written)
 
     def _settle(self, ok: bool) -> None:
         if not self.ready.done():
@@ -278,10 +317,8 @@ class SocketIOStream(EventStream):
             self._settle(True)
         elif packet == b"2":  # Engine.IO ping
             self._send(b"3")
-        elif packet.startswith(b"42"):
-            name, data = json.loads(packet[2:])
-            if name == "job":
-                self.record(data, now)
+        elif packet.startswith(b'42["job",'):
+            self.record(packet[9:], now)
 
 
 def websocket_request(path: str) -> bytes:
@@ -474,26 +511,62 @@ class User:
     csrf: str | None = None
 
 
-def start_jobs(server: Server, users: list[User], steps: int, step_seconds: float) -> list[str]:
-    import httpx
+def start_jobs(server: Server, users: list[User], steps: int, step_seconds: float) -> tuple[list[str], list[float]]:
+    """Every user starts one job, all at once, each on a connection of its own (as many users clicking
+    Start do; the kernel spreads the connections over the workers). Returns the job ids and each start's
+    time in seconds, from sending the request to its answer (the client is a raw asyncio connection: it
+    costs next to nothing, unlike an HTTP library's client per request)."""
+    body = json.dumps({"job_type": "demo_countdown", "params": {"steps": steps, "step_seconds": step_seconds}})
 
-    ids = []
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        for user in users:
+    async def start(user: User) -> tuple[str, float]:
+        conn = await HttpConnection.open(server.port)
+        request = (f"POST /api/background-jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: session={user.cookie}\r\n"
+                   f"X-CSRFToken: {user.csrf}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+        try:
             deadline = time.monotonic() + 30
             while True:
-                response = http.post("/api/background-jobs", cookies={"session": user.cookie},
-                                     headers={"X-CSRFToken": user.csrf},
-                                     json={"job_type": "demo_countdown",
-                                           "params": {"steps": steps, "step_seconds": step_seconds}})
+                began = time.perf_counter()
+                status, _, answer = await conn.request(request)
+                took = time.perf_counter() - began
                 # 409: the user's job of the previous phase is still finishing.
-                if response.status_code != 409 or time.monotonic() > deadline:
+                if status != 409 or time.monotonic() > deadline:
                     break
-                time.sleep(0.2)
-            if response.status_code != 202:
-                raise RuntimeError(f"starting a job answered {response.status_code}: {response.text[:300]}")
-            ids.append(response.json()["job"]["id"])
-    return ids
+                await asyncio.sleep(0.2)
+        finally:
+            conn.close()
+        if status != 202:
+            raise RuntimeError(f"starting a job answered {status}: {answer[:300]!r}")
+        return json.loads(answer)["job"]["id"], took
+
+    async def start_all() -> list[tuple[str, float]]:
+        return await asyncio.gather(*(start(user) for user in users))
+
+    started = asyncio.run(start_all())
+    return [job_id for job_id, _ in started], [seconds for _, seconds in started]
+
+
+def wait_ended(backends: Backends, job_ids: list[str], nominal_end: float, timeout: float) -> None:
+    """Until Redis says every job in ``job_ids`` is terminal (or ``timeout`` seconds passed); on the embedded
+    default (the server's fakeredis is not reachable from here) until their nominal end."""
+    import redis
+
+    if not backends.redis_url:
+        time.sleep(max(0.0, nominal_end - time.time()))
+        return
+    client = redis.Redis.from_url(backends.redis_url, decode_responses=True)
+    prefix = backends.prefix
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            pipe = client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hget(f"{prefix}job:{job_id}", "status")
+            if all(status in ("completed", "failed", "cancelled") for status in pipe.execute()):
+                return
+            time.sleep(0.5)
+    finally:
+        client.close()
 
 
 def server_figures(server: Server, cpu: CpuMeter) -> dict[str, float]:
@@ -501,44 +574,66 @@ def server_figures(server: Server, cpu: CpuMeter) -> dict[str, float]:
             "server_rss_mb": sum(benchlib.rss_kb(pid) for pid in server.worker_pids()) / 1024}
 
 
-def push_phase(server: Server, clients: Clients, users: list[User], sizes: dict, step_seconds: float) -> dict:
+class Window:
+    """The measured window of a push phase: the events that arrive in it, against the CPU that the
+    server's processes, the peers' publisher and the run's own Redis server used in it."""
+
+    def __init__(self, clients: Clients, seconds: float, lead: float = 1.0):
+        self.start = time.time() + lead
+        self.end = self.start + seconds
+        clients.tell({"window": (self.start, self.end)})
+
+    def measure(self, groups: dict[str, Any]) -> dict[str, float]:
+        """CPU seconds of each group of processes (``{name: callable giving pids}``) over the window."""
+        time.sleep(max(0.0, self.start - time.time()))
+        before = {name: benchlib.cpu_seconds(pids()) for name, pids in groups.items()}
+        time.sleep(max(0.0, self.end - time.time()))
+        return {name: benchlib.cpu_seconds(pids()) - before[name] for name, pids in groups.items()}
+
+
+def push_phase(server: Server, clients: Clients, backends: Backends, users: list[User], sizes: dict,
+               step_seconds: float) -> dict:
+    """Every client follows a job: ``watchers`` per job on its one-job stream, the rest on the user streams
+    of the users running a job (10 clients per job at the default sizes, as in the peers' rooms)."""
     jobs, watchers, total = sizes["jobs"], sizes["watchers"], sizes["clients"]
-    steps = math.ceil((sizes["seconds"] + 2) / step_seconds)
+    owners = users[:jobs]
+    steps = math.ceil((sizes["seconds"] + 8) / step_seconds)
     settings = {"measure_from": float("inf"), "steps": steps, "heartbeat": 15.0}
-    followers = [{"path": EVENTS_PATH, "cookie": users[index % len(users)].cookie}
+    followers = [{"path": EVENTS_PATH, "cookie": owners[index % jobs].cookie}
                  for index in range(max(0, total - jobs * watchers))]
     opened = clients.streams(followers, settings)
     begun = time.time()
-    job_ids = start_jobs(server, users[:jobs], steps, step_seconds)
+    job_ids, start_times = start_jobs(server, owners, steps, step_seconds)
     started = time.time()
-    # Measured from here: starting the jobs can take longer than a job runs on a busy machine. The
-    # watchers' first events are snapshots, at most one step old: counted, they only add delay.
+    # The watchers' first events are snapshots, at most one step old: counted, they only add delay.
     measure_from = settings["measure_from"] = started
     clients.tell({"measure_from": measure_from})
-    watching = [{"path": f"/api/background-jobs/{job_id}/events", "cookie": users[index].cookie}
+    watching = [{"path": f"/api/background-jobs/{job_id}/events", "cookie": owners[index].cookie}
                 for index, job_id in enumerate(job_ids) for _ in range(watchers)]
     more = clients.streams(watching, settings)
-    cpu = CpuMeter(server.pids)
-    # Until every job ended (its terminal event is measured too), with room for steps that ran late.
-    ended = started + steps * step_seconds * 1.03
-    time.sleep(max(0.0, ended - time.time()))
-    figures = server_figures(server, cpu)
-    cpu_seconds = figures["server_cpu_pct"] / 100 * (time.time() - measure_from)
-    time.sleep(2.0)
-    seconds = time.time() - measure_from
-    tally, client_cpu = clients.collect(seconds)
+    window = Window(clients, sizes["seconds"])
+    cpu = window.measure({"server": server.pids, "redis": backends.redis_pids})
+    rss = sum(benchlib.rss_kb(pid) for pid in server.worker_pids()) / 1024
+    # Until every job ended (each stream's terminal event counts for the lost steps); on a busy machine the
+    # jobs run behind their nominal pace.
+    wait_ended(backends, job_ids, started + steps * step_seconds * 1.05 + 1.0, timeout=steps * step_seconds * 10 + 60)
+    time.sleep(1.0)
+    seconds = window.end - window.start
+    tally, client_cpu = clients.collect(time.time() - begun)
     return {"tally": tally, "seconds": seconds, "client_cpu_pct": client_cpu, "steps": steps,
-            "cpu_seconds": cpu_seconds, "start_seconds": started - begun,
-            "streams": opened["connected"] + more["connected"], **figures}
+            "cpu_seconds": cpu["server"], "redis_cpu_seconds": cpu["redis"] if backends.redis_pids() else None,
+            "start_seconds": started - begun, "start_times": start_times,
+            "streams": opened["connected"] + more["connected"], "server_rss_mb": rss,
+            "server_cpu_pct": 100 * cpu["server"] / seconds}
 
 
 def poll_phase(server: Server, clients: Clients, backends: Backends, users: list[User], sizes: dict,
                step_seconds: float, conditional: bool) -> dict:
     steps = math.ceil(sizes["poll_seconds"] / step_seconds)
-    start_jobs(server, users[:sizes["jobs"]], steps, step_seconds)
+    job_ids, _ = start_jobs(server, users[:sizes["jobs"]], steps, step_seconds)
     measure_from = time.time()
     until = measure_from + steps * step_seconds + sizes["poll_interval"] + 1.0
-    specs = [{"cookie": users[index % len(users)].cookie} for index in range(sizes["clients"])]
+    specs = [{"cookie": users[index % sizes["jobs"]].cookie} for index in range(sizes["clients"])]
     cpu = CpuMeter(server.pids)
     transactions = backends.db_transactions()
     clients.poll(specs, {"measure_from": measure_from, "until": until, "conditional": conditional,
@@ -548,6 +643,7 @@ def poll_phase(server: Server, clients: Clients, backends: Backends, users: list
     after = backends.db_transactions()
     seconds = time.time() - measure_from
     tally, client_cpu = clients.collect(seconds)
+    wait_ended(backends, job_ids, until, timeout=steps * step_seconds * 10 + 60)  # the next phase starts them again
     requests = sum(tally.statuses.values())
     return {"tally": tally, "seconds": seconds, "client_cpu_pct": client_cpu, "rps": requests / seconds,
             "ok_rps": tally.statuses[200] / seconds, "not_modified_rps": tally.statuses[304] / seconds,
@@ -572,6 +668,8 @@ def idle_phase(backends: Backends, users: list[User], sizes: dict, files: int, w
             started = time.monotonic()
             opened = clients.streams(specs, settings)
             connect_seconds = time.monotonic() - started
+            # Keep-alives are timed while the streams are held, once every open was answered.
+            clients.tell({"window": (time.time(), time.time() + sizes["idle_seconds"])})
             cpu = CpuMeter(lambda: worker_pids)
             time.sleep(sizes["idle_seconds"])
             after = sum(benchlib.rss_kb(pid) for pid in worker_pids)
@@ -594,7 +692,10 @@ PEERS = {
 
 def peer_phase(peer: str, backends: Backends, sizes: dict, step_seconds: float, files: int,
                workers: int) -> dict | None:
-    """A peer serving the same clients the same kind of progress (published by a separate process)."""
+    """A peer serving the same clients the same progress (published by a separate process, as a task
+    worker would): 10 clients per job at the default sizes, each job's state the shape and size of
+    epm's. Its CPU is counted over the same kind of window: the server's processes, the publisher, and
+    the run's own Redis server."""
     if not backends.real:
         return None  # the peers need a Redis server of their own to publish through
     if benchlib.versions(peer)[peer] == "not installed":
@@ -606,12 +707,13 @@ def peer_phase(peer: str, backends: Backends, sizes: dict, step_seconds: float, 
     prefix = env.get("EPM_KEY_PREFIX", "bench:")
     jobs = sizes["jobs"]
     channels = [f"{prefix}peer{index}" for index in range(jobs)]
-    steps = math.ceil((sizes["seconds"] + 2) / step_seconds)
+    steps = math.ceil((sizes["seconds"] + 8) / step_seconds)
     worker_class_and_app, path = PEERS[peer]
     command = ["--worker-connections", "10000", "--chdir", "scripts", *worker_class_and_app]
     publish = {"channels": channels, "steps": steps, "step_seconds": step_seconds}
     with Server(env, workers=workers, command=command) as server:
         clients = Clients(sizes["processes"], server.port, files)
+        begun = time.time()
         publisher = subprocess.Popen([sys.executable, "scripts/bench_peers.py"], cwd=benchlib.ROOT,
                                      env={**env, "BENCH_PUBLISH": json.dumps(publish)})
         try:
@@ -622,24 +724,28 @@ def peer_phase(peer: str, backends: Backends, sizes: dict, step_seconds: float, 
             opened = clients.streams(specs, settings)
             measure_from = time.time()
             clients.tell({"measure_from": measure_from})
-            cpu = CpuMeter(server.pids)
+            window = Window(clients, sizes["seconds"])
+            cpu = window.measure({"server": server.pids, "publisher": lambda: [publisher.pid],
+                                  "redis": backends.redis_pids})
+            rss = sum(benchlib.rss_kb(pid) for pid in server.worker_pids()) / 1024
             try:
                 publisher.wait(steps * step_seconds * 10 + 120)
             except subprocess.TimeoutExpired:
                 # The publisher fell behind (a busy machine): stop it; what arrived so far is measured.
                 publisher.kill()
                 print(f"{peer}: the publisher had not published every step in time; stopped it", flush=True)
-            figures = server_figures(server, cpu)
-            cpu_seconds = figures["server_cpu_pct"] / 100 * (time.time() - measure_from)
             time.sleep(2.0)
-            seconds = time.time() - measure_from
-            tally, client_cpu = clients.collect(seconds)
+            tally, client_cpu = clients.collect(time.time() - begun)
         finally:
             clients.close()
             if publisher.poll() is None:
                 publisher.kill()
+    seconds = window.end - window.start
     return {"tally": tally, "seconds": seconds, "client_cpu_pct": client_cpu, "streams": opened["connected"],
-            "cpu_seconds": cpu_seconds, "version": benchlib.versions(peer)[peer], "name": peer, **figures}
+            "cpu_seconds": cpu["server"], "publisher_cpu_seconds": cpu["publisher"],
+            "redis_cpu_seconds": cpu["redis"] if backends.redis_pids() else None,
+            "server_cpu_pct": 100 * cpu["server"] / seconds, "server_rss_mb": rss,
+            "version": benchlib.versions(peer)[peer], "name": peer}
 
 
 def main() -> None:
@@ -656,6 +762,9 @@ def main() -> None:
                              "streams (all opened at once)")
     parser.add_argument("--skip-idle", action="store_true", help="leave out the idle-connection phase")
     parser.add_argument("--skip-peers", action="store_true", help="leave out the peers (flask-sse)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers of each server (default 2 on real backends)")
+    parser.add_argument("--shared-redis", action="store_true",
+                        help="run on REDIS_URL's server instead of one of the run's own (its CPU is then not counted)")
     args = parser.parse_args()
     sizes = dict(SIZES["quick" if args.quick else "full"])
     sizes.update({name: getattr(args, name) for name in sizes if getattr(args, name) is not None})
@@ -664,10 +773,14 @@ def main() -> None:
         sizes["idle"] = sizes["clients"]
     files = benchlib.raise_open_files(max(4096, 2 * sizes["idle"] + 2 * sizes["clients"] + 512))
 
-    with Backends("bench_push") as backends:
-        workers = 2 if backends.real else 1
+    with Backends("bench_push", own_redis=not args.shared_redis) as backends:
+        workers = args.workers or (2 if backends.real else 1)
+        # Every step its own event, as the peers' publisher publishes every step: coalescing (a write per
+        # EPM_PROGRESS_INTERVAL, 0.1 s) would merge steps of 0.1 s whenever a job's timer drifts.
+        interval = min(0.1, args.step_seconds / 2)
         print(f"bench_push on {backends.label}, {workers} gevent worker(s); sizes {sizes}; "
-              f"progress every {args.step_seconds:g} s per job; {benchlib.load_average()}", flush=True)
+              f"progress every {args.step_seconds:g} s per job (EPM_PROGRESS_INTERVAL {interval:g}); "
+              f"{benchlib.load_average()}", flush=True)
         app = backends.app()
         if idle_only:
             count = min(sizes["users"], sizes["idle"])
@@ -683,12 +796,12 @@ def main() -> None:
         count = max(sizes["users"], sizes["jobs"])
         users = [User(user_id, benchlib.session_cookie(app, user_id))
                  for user_id in benchlib.create_users(app, count, "pusher")]
-        with Server(backends.server_env(), workers=workers) as server:
+        with Server(backends.server_env(EPM_PROGRESS_INTERVAL=str(interval)), workers=workers) as server:
             for user in users[:sizes["jobs"]]:
                 user.cookie, user.csrf = benchlib.csrf_session(server.url, user.cookie)
             clients = Clients(sizes["processes"], server.port, files)
             try:
-                push = push_phase(server, clients, users, sizes, args.step_seconds)
+                push = push_phase(server, clients, backends, users, sizes, args.step_seconds)
                 poll = poll_phase(server, clients, backends, users, sizes, args.step_seconds, conditional=False)
                 etag = poll_phase(server, clients, backends, users, sizes, args.step_seconds, conditional=True)
             finally:
@@ -747,8 +860,8 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
     poll_p99 = percentile(poll_tally.freshness, 99)
     fresher = poll_p50 / p99 if poll_p50 and p99 else None
     fresher_p99 = poll_p99 / p99 if poll_p99 and p99 else None
-    print(f"\npush: {tally.events:,} events received ({len(tally.latencies):,} measured) over {push['seconds']:.1f} s "
-          f"by {push['streams']:,} streams ({sizes['watchers']} per job, the rest on user streams); "
+    print(f"\npush: {tally.events:,} events received ({len(tally.latencies):,} in the {push['seconds']:g} s window) "
+          f"by {push['streams']:,} streams ({sizes['watchers']} per job, the rest on the job owners' user streams); "
           f"lost {tally.lost}, out of order {tally.out_of_order}, disconnects {tally.disconnects}, "
           f"errors {tally.errors}")
     print(f"polling: answers {dict(poll_tally.statuses)}; with If-None-Match {dict(etag_tally.statuses)} "
@@ -756,9 +869,25 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
           f"{etag['ok_rps']:.0f} 200s/s at {statements['200']:g})")
     if fresher:
         print(f"push p99 is {fresher:.0f}x fresher than polling's median freshness ({fresher_p99:.0f}x its p99)")
-    print(f"server CPU per delivered event: ours {fmt_us(ours_cpu_us)} (the jobs run in the same server)"
-          + "".join(f"; {peer['name']} {fmt_us(per_event(peer['cpu_seconds'], peer['tally']))}" for peer in peers)
-          + f" (the peers' publisher is another process); {benchlib.load_average()}")
+    ours_all_us = per_event(push["cpu_seconds"] + (push["redis_cpu_seconds"] or 0), tally)
+    cost_rows = [[f"ours (SSE; the {sizes['jobs']} jobs run in the server)", len(tally.latencies) / push["seconds"],
+                  ours_cpu_us, None, per_event(push["redis_cpu_seconds"], tally), ours_all_us]]
+    for peer in peers:
+        peer_tally = peer["tally"]
+        cost_rows.append([f"{peer['name']} {peer['version']} (separate publisher)",
+                          len(peer_tally.latencies) / peer["seconds"], per_event(peer["cpu_seconds"], peer_tally),
+                          per_event(peer["publisher_cpu_seconds"], peer_tally),
+                          per_event(peer["redis_cpu_seconds"], peer_tally), per_event(
+                              peer["cpu_seconds"] + peer["publisher_cpu_seconds"] + (peer["redis_cpu_seconds"] or 0),
+                              peer_tally)])
+    print_table(f"CPU per delivered event over the measured window ({push['seconds']:g} s of steady state): µs of "
+                f"CPU over the events the clients received in it" + ("" if push["redis_cpu_seconds"] is not None
+                                                                     else " (Redis shared: its CPU not counted)"),
+                ["design", "events delivered/s", "server µs", "publisher µs", "Redis µs", "all µs"], cost_rows)
+    starts = push["start_times"]
+    print(f"{len(starts)} job starts, all at once on connections of their own: {push['start_seconds']:.2f} s in all, "
+          f"each p50 {ms(percentile(starts, 50)):.0f} ms, p99 {ms(percentile(starts, 99)):.0f} ms; "
+          f"{benchlib.load_average()}")
     for peer in peers:
         peer_tally = peer["tally"]
         print(f"{peer['name']}: {peer_tally.events:,} events received, lost {peer_tally.lost}, errors "
@@ -783,7 +912,8 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
         "etag_db_statements_per_s": db_per_s(etag), "etag_server_cpu_pct": etag["server_cpu_pct"],
         "db_statements_per_304": statements["304"], "db_statements_per_200": statements["200"],
         "fresher_x": fresher, "fresher_p99_x": fresher_p99, "server_cpu_us_per_event": ours_cpu_us,
-        "job_starts_s": push["start_seconds"],
+        "all_cpu_us_per_event": ours_all_us, "events_per_s": len(tally.latencies) / push["seconds"],
+        "job_starts_s": push["start_seconds"], "job_start_p99_ms": ms(percentile(push["start_times"], 99)),
         "load": benchlib.load_average(),
     }
     for peer in peers:
@@ -792,26 +922,31 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
                         f"{key}_p50_ms": ms(percentile(peer_tally.latencies, 50)),
                         f"{key}_p99_ms": ms(percentile(peer_tally.latencies, 99)),
                         f"{key}_cpu_us_per_event": per_event(peer["cpu_seconds"], peer_tally),
+                        f"{key}_all_cpu_us_per_event": per_event(peer["cpu_seconds"] + peer["publisher_cpu_seconds"]
+                                                                 + (peer["redis_cpu_seconds"] or 0), peer_tally),
+                        f"{key}_events_per_s": len(peer_tally.latencies) / peer["seconds"],
                         f"{key}_errors": peer_tally.errors, f"{key}_lost": peer_tally.lost,
                         f"{key}_server_rss_mb": peer["server_rss_mb"]})
         if ours_cpu_us and figures[f"{key}_cpu_us_per_event"]:
             figures[f"cpu_per_event_vs_{key}"] = ours_cpu_us / figures[f"{key}_cpu_us_per_event"]
+        if ours_all_us and figures[f"{key}_all_cpu_us_per_event"]:
+            figures[f"all_cpu_per_event_vs_{key}"] = ours_all_us / figures[f"{key}_all_cpu_us_per_event"]
     verdicts = [("latency p99 <= 50 ms", p99 is not None and p99 <= 0.05),
                 ("no errors", figures["errors"] == 0), ("no disconnects", tally.disconnects == 0),
-                ("no lost events", tally.lost == 0), (">= 30x fresher than polling", (fresher or 0) >= 30)]
+                ("no lost events", tally.lost == 0), (">= 30x fresher than polling", (fresher or 0) >= 30),
+                ("100 job starts in under 1 s", push["start_seconds"] < 1.0)]
+    if "flask_socketio_all_cpu_us_per_event" in figures:
+        verdicts.append(("CPU per delivered event <= 0.5x Flask-SocketIO's (all CPU)",
+                         (figures.get("all_cpu_per_event_vs_flask_socketio") or 99) <= 0.5))
     if idle is not None:
         verdicts += idle_figures(sizes, idle, figures)
     print("Targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in verdicts))
     benchlib.emit(benchlib.rounded(figures))
 
 
-def per_event(cpu_seconds: float, tally: Tally) -> float | None:
-    """Server CPU µs per event the clients received while the CPU was measured."""
-    return cpu_seconds / len(tally.latencies) * 1e6 if tally.latencies else None
-
-
-def fmt_us(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f} µs"
+def per_event(cpu_seconds: float | None, tally: Tally) -> float | None:
+    """CPU µs per event the clients received in the window over which ``cpu_seconds`` was measured."""
+    return cpu_seconds / len(tally.latencies) * 1e6 if tally.latencies and cpu_seconds is not None else None
 
 
 def idle_figures(sizes: dict, idle: dict, figures: dict) -> list[tuple[str, bool]]:

@@ -1,6 +1,6 @@
 """Benchmark: how many running jobs one Redis master carries, from what a progress write costs Redis.
 
-Writers in threads call the real ``JobStore.save(job, progress_only=True)`` (the runner's hot path: the
+Writers in threads call the real ``JobStore.save_progress(job)`` (the runner's hot path: the
 hash, the heartbeat deadline, the user's version, two publishes) on jobs of their own, as fast as they
 can, for a few seconds; beside them, in alternate rounds, the same writers send bare ``PING``s (the floor).
 Redis's own CPU time (``INFO cpu``) over each round gives the cost of one write *to Redis*, whatever the

@@ -44,10 +44,13 @@ class Backends:
     run and removed by ``close``; on the embedded default a migrated SQLite file in a temporary folder.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, own_redis: bool = False):
+        """``own_redis``: on real backends, run on a redis-server of the run's own (a free port, no
+        persistence) rather than ``REDIS_URL``'s, so that its CPU is the run's alone and can be counted."""
         self.redis_url = os.environ.get("REDIS_URL") or None
         base_db = os.environ.get("DATABASE_URL") or None
         self.real = bool(self.redis_url and base_db)
+        self.own_redis = OwnRedis() if own_redis and self.real and OwnRedis.available() else None
         self.prefix = f"{name}:{uuid.uuid4().hex[:8]}:"
         self._tmp = tempfile.mkdtemp(prefix=f"{name}-")
         self._admin_url: str | None = None
@@ -63,7 +66,13 @@ class Backends:
 
     @property
     def label(self) -> str:
-        return "real Redis + PostgreSQL" if self.real else "embedded (fakeredis + SQLite)"
+        if not self.real:
+            return "embedded (fakeredis + SQLite)"
+        return "real Redis (a server of the run's own) + PostgreSQL" if self.own_redis else "real Redis + PostgreSQL"
+
+    def redis_pids(self) -> list[int]:
+        """The Redis server's process when it is the run's own (its CPU can then be counted), else none."""
+        return [self.own_redis.process.pid] if self.own_redis and self.own_redis.process else []
 
     @property
     def admin_url(self) -> str | None:
@@ -72,6 +81,8 @@ class Backends:
 
     def open(self, root: Path = ROOT) -> Backends:
         """Create the run's database and migrate it with ``root``'s migrations (a baseline's own)."""
+        if self.own_redis:
+            self.redis_url = self.own_redis.start().url
         if self.real:
             import psycopg
 
@@ -95,6 +106,8 @@ class Backends:
             client.close()
             with psycopg.connect(self._admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        if self.own_redis:
+            self.own_redis.stop()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> Backends:
@@ -140,6 +153,52 @@ class Backends:
             row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
                                (self.db_name,)).fetchone()
         return int(row[0]) if row else None
+
+
+class OwnRedis:
+    """A redis-server of the run's own on a free port, without persistence, stopped at the end of the run."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self._dir = tempfile.mkdtemp(prefix="bench-redis-")
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> OwnRedis:
+        import redis
+
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self._dir, "--maxclients", "30000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def create_users(app, count: int, tag: str) -> list[int]:
@@ -354,8 +413,10 @@ def parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
 
 
 def get_request(path: str, cookie: str, extra: dict[str, str] | None = None) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", f"Cookie: session={cookie}", "Accept: */*"]
-    lines.extend(f"{name}: {value}" for name, value in (extra or {}).items())
+    """A GET with the session cookie; ``extra`` headers replace the defaults of the same name (an event
+    stream's client sends ``Accept: text/event-stream`` as an EventSource does, not a second Accept)."""
+    headers = {"Host": "127.0.0.1", "Cookie": f"session={cookie}", "Accept": "*/*", **(extra or {})}
+    lines = [f"GET {path} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 

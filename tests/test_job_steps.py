@@ -16,10 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from epm.jobs import steps
+from epm.jobs import OperationError, steps
 from epm.jobs.job import Job, JobStatus, iso, parse_iso, time_left
 from epm.jobs.registry import operation, unregister
-from epm.jobs.runner import OperationError
 from epm.jobs.store import Guard
 from epm.jobs.upkeep import end_orphan
 from tests.support import Browserish, LiveServer, recorded_row, wait_for

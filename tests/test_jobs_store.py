@@ -265,3 +265,20 @@ def current_jobs_store(app):
 def _no_leftover_jobs(app):
     yield
     app.extensions["epm.jobs"].runner.shutdown(grace=5)
+
+
+def test_progress_event_is_the_jobs_json_byte_for_byte(app, plain_redis):
+    """The progress write encodes its event from a template per job: it must be exactly ``job.to_json()``."""
+    store = current_jobs_store(app)
+    job = _job()
+    store.write(job, Guard.RECORD)
+    pubsub = _follow_job_and_user(app, plain_redis)
+    reports = [(41, "Étape 2 «café» \"quoted\"\n"), (42, ""), (43, "A new template")]
+    for progress, message in reports:
+        job.progress, job.message, job.seq, job.updated_at = progress, message, next_seq(job.seq), iso(utcnow())
+        if progress == 43:
+            job.title, job.extra["acknowledged"] = "Renamed", False  # a field outside the report: a new template
+        assert store.save_progress(job) is True
+        received = _two_events(pubsub)
+        assert [m["data"] for m in received] == [job.to_json(), job.to_json()]
+    pubsub.close()

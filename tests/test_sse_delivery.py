@@ -92,3 +92,17 @@ def test_the_redis_pool_is_sized_from_the_connections_a_worker_accepts():
     assert load({})["EPM_REDIS_MAX_CONNECTIONS"] == 1000
     assert load({"EPM_WORKER_CONNECTIONS": "300"})["EPM_REDIS_MAX_CONNECTIONS"] == 300
     assert load({"EPM_REDIS_MAX_CONNECTIONS": "50"})["EPM_REDIS_MAX_CONNECTIONS"] == 50
+
+
+def test_a_one_job_stream_takes_only_its_jobs_events_from_the_users_channel(app, plain_redis):
+    hub = app.extensions["epm.hub"]
+    channel = app.config["EPM_KEY_PREFIX"] + "owner"
+    body = stream(hub, [channel], snapshot=list, job_id="mine")
+    chunks = iter(body)
+    assert next(chunks) == b"retry: 2000\n\n"
+    plain_redis.publish(channel, _event("other", 1))
+    plain_redis.publish(channel, _event("mine", 2))
+    chunk = next(chunks)
+    assert b'"id": "mine"' in chunk and b'"other"' not in chunk
+    assert hub.delivered == 1
+    body.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -197,7 +199,56 @@ def acknowledge_job(job_id: str) -> Response:
     return jsonify(first=first)
 
 
+def _opening(view):
+    """Open at most ``EPM_SSE_OPENING`` event streams of this process at once; the others wait their turn.
+
+    Opening is the costly part of a stream (the session check, SUBSCRIBE, the snapshot: Redis round trips
+    on pooled connections); once open, a stream costs a socket and no Redis connection. Thousands of
+    browsers reopening at once (a deploy, a Redis restart) would otherwise take a new Redis connection
+    each and starve the worker's loop until opens time out.
+    """
+
+    @functools.wraps(view)
+    def opening(*args: Any, **kwargs: Any) -> Response:
+        extensions = current_app.extensions
+        gate = extensions.get("epm.sse_opening")
+        if gate is None:
+            # Made on first use, in the worker (gevent patches threading there, after the app is imported).
+            gate = extensions.setdefault("epm.sse_opening",
+                                         threading.BoundedSemaphore(current_app.config["EPM_SSE_OPENING"]))
+        with gate:
+            for attempt in range(OPEN_TRIES):
+                try:
+                    return view(*args, **kwargs)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    # Opening only reads (the session, the snapshot) and subscribes: safe to do again. A
+                    # Redis that is up but slow to answer a starved worker gets another try.
+                    if attempt + 1 == OPEN_TRIES:
+                        return _not_opened(exc)
+                    log.info("event stream: Redis did not answer in time (%s); trying again", exc)
+                    time.sleep(0.25 * (attempt + 1))
+                except redis.RedisError as exc:
+                    return _not_opened(exc)
+
+    return opening
+
+
+#: times a stream's opening is tried when Redis does not answer in time
+OPEN_TRIES = 3
+
+
+def _not_opened(error: redis.RedisError):
+    """An EventSource gets what it understands (``_unavailable``); other clients the API's 503."""
+    if request.headers.get("Accept", "").split(";")[0].strip() != "text/event-stream":
+        raise error
+    response = Response([_unavailable(error)], mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
 @bp.get("/background-jobs/<job_id>/events")
+@_opening
 def job_events(job_id: str) -> Response:
     user_id = require_user_id()
     service = _jobs()
@@ -214,10 +265,13 @@ def job_events(job_id: str) -> Response:
             finally:
                 db.session.remove()
 
-    return _event_stream([service.job_channel(job_id)], snapshot, single_job=True)
+    # The owner's channel carries every state of the job, as the job's own channel does: one subscription
+    # (and one message per event) serves the user's job and user streams in this process alike.
+    return _event_stream([service.user_channel(user_id)], snapshot, single_job=True, job_id=job_id)
 
 
 @bp.get("/background-jobs/events")
+@_opening
 def user_events() -> Response:
     user_id = require_user_id()
     service = _jobs()
@@ -228,23 +282,41 @@ def user_events() -> Response:
     return _event_stream([service.user_channel(user_id)], snapshot)
 
 
-def _event_stream(channels: list[str], snapshot, *, single_job: bool = False) -> Response:
+def _event_stream(channels: list[str], snapshot, *, single_job: bool = False, job_id: str | None = None) -> Response:
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     try:
         last_event_id = int(last_id) if last_id else None
     except ValueError:
         last_event_id = None
     hub = current_app.extensions["epm.hub"]
-    try:
-        body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job)
-    except redis.RedisError as exc:
-        if request.headers.get("Accept", "").split(";")[0].strip() != "text/event-stream":
-            raise  # a 503 with the JSON error, like the rest of the API
-        body = [_unavailable(exc)]
-    response = Response(body, mimetype="text/event-stream")
+    # Redis errors go to ``_opening``: tried again, then a 503 or what an EventSource understands.
+    body = stream(hub, channels, snapshot, last_event_id=last_event_id, single_job=single_job,
+                  sock=_writable_socket(request.environ), job_id=job_id)
+    # The body's bytes are final: the server iterates (and closes) the stream itself, not two wrappers of
+    # werkzeug's around it, which an open stream would keep (with their frames) for as long as it is open.
+    response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
+    # werkzeug keeps the request object in the WSGI environ, which the server holds until the response
+    # ends: an open stream needs nothing of it.
+    request.environ.pop("werkzeug.request", None)
     return response
+
+
+def _writable_socket(environ: dict[str, Any]):
+    """The client's socket when the event hub may write the stream itself, else None (see ``sse.stream``).
+
+    Only gunicorn's gevent worker (``gunicorn.socket`` is a plain gevent socket, not TLS) answering a GET over
+    HTTP/1.1, whose body gunicorn sends in chunks as the hub frames them.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None or environ.get("REQUEST_METHOD") != "GET" or environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        return None
+    try:
+        from gevent import socket as gevent_socket
+    except ImportError:
+        return None
+    return sock if type(sock) is gevent_socket.socket else None
 
 
 def _unavailable(error: redis.RedisError) -> bytes:

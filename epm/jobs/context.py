@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..concurrency import run_blocking
+from ..extensions import db as _db  # at import: an import statement in release_database costs every report
 from .job import Job
 
 
@@ -110,6 +111,6 @@ class JobContext:
 
 def release_database() -> None:
     """End this greenlet's database session, if it has one, so its pooled connection goes back at once."""
-    from ..extensions import db
-
-    db.session.remove()
+    session = _db.session
+    if session.registry.has():  # most reports find none: skip remove()'s second scope lookup and its KeyError
+        session.remove()

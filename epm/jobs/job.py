@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,7 +39,9 @@ def iso(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    elif value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def parse_iso(value: str | None) -> datetime | None:
@@ -54,7 +57,7 @@ def next_seq(previous: int) -> int:
     reaper in another process, reconciliation from the database after Redis lost its data) makes a
     newer seq without asking the others, and clients order events by it alone.
     """
-    return max(previous + 1, int(datetime.now(UTC).timestamp() * 1000))
+    return max(previous + 1, int(time.time() * 1000))
 
 
 _INT_FIELDS = {"progress", "seq", "attempt"}

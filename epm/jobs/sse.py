@@ -3,6 +3,13 @@
 One Redis pub/sub connection per process (``EventHub``) carries the channels that this process's
 streams follow and fans each message out to them, already rendered to the wire format once. A
 connection per stream would cost a Redis connection per browser; this costs one per worker.
+
+Under gunicorn's gevent worker a stream, once its first chunk is out, is written by the hub itself: each
+event's bytes, framed as an HTTP chunk once per process, go to every following socket with one
+non-blocking ``send``, without waking the stream's greenlet. Only a socket that cannot take an event whole
+(its client reads slowly) hands the rest to its greenlet, which sends what queued as one chunk and then
+gives the socket back to the hub. Elsewhere (the test client, another server) a stream yields its chunks
+to the WSGI server as before.
 """
 
 from __future__ import annotations
@@ -38,20 +45,49 @@ class Message:
     seq: int
     terminal: bool
     wire: bytes
+    #: ``wire`` framed as one HTTP/1.1 chunk, for the sockets the hub writes itself (built with the message)
+    chunk: bytes = b""
 
     @classmethod
     def from_payload(cls, payload: str) -> Message:
         data = json.loads(payload)
-        return cls(job_id=data["id"], seq=int(data["seq"]), terminal=bool(data.get("terminal")),
-                   wire=render(payload, data["seq"]))
+        wire = render(payload, data["seq"])
+        return cls(job_id=data["id"], seq=int(data["seq"]), terminal=bool(data.get("terminal")), wire=wire,
+                   chunk=frame(wire))
 
     @classmethod
     def from_job(cls, job: Job) -> Message:
-        return cls(job_id=job.id, seq=job.seq, terminal=job.is_terminal, wire=render(job.to_json(), job.seq))
+        wire = render(job.to_json(), job.seq)
+        return cls(job_id=job.id, seq=job.seq, terminal=job.is_terminal, wire=wire, chunk=frame(wire))
 
 
 def render(data: str, event_id: int | str, event: str = "job") -> bytes:
     return f"id: {event_id}\nevent: {event}\ndata: {data}\n\n".encode()
+
+
+def frame(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked HTTP/1.1 body, framed as gunicorn frames what a WSGI app yields."""
+    return b"%X\r\n%b\r\n" % (len(data), data)
+
+
+def new_event():
+    """A flag one greenlet (or thread) waits on and another sets: gevent's own under gevent (a fraction of the
+    memory of ``threading.Event`` made of patched locks: it is one per open stream), else ``threading``'s."""
+    global _EVENT
+    if _EVENT is None:
+        try:
+            from gevent import monkey
+        except ImportError:
+            _EVENT = threading.Event
+        else:
+            if monkey.is_module_patched("threading"):
+                from gevent.event import Event as _EVENT
+            else:
+                _EVENT = threading.Event
+    return _EVENT()
+
+
+_EVENT = None
 
 
 class Subscription:
@@ -59,17 +95,31 @@ class Subscription:
 
     The stream waits on the flag without a timeout (no timer object per wait): the hub's one heartbeat
     timer wakes every stream of the process when a keep-alive is due.
+
+    With a socket (``sock``, gunicorn's gevent socket, and ``raw``, the non-blocking OS socket under it) the
+    hub writes events itself while ``direct`` is set: that is while nothing waits in ``pending``, so the
+    bytes on the wire keep their order. Whatever the hub cannot write whole goes to ``pending`` (the rest of
+    a chunk as ``Framed`` bytes) and the stream's greenlet sends it.
     """
 
-    __slots__ = ("channels", "pending", "ready", "counted")
+    __slots__ = ("channels", "pending", "ready", "counted", "sent", "single_job", "job_id", "sock", "raw", "direct")
 
-    def __init__(self, channels: tuple[str, ...]):
+    def __init__(self, channels: tuple[str, ...], single_job: bool = False, sock=None, job_id: str | None = None):
         self.channels = channels
-        self.pending: deque = deque()
-        self.ready = threading.Event()
+        self.pending: list = []
+        self.ready = new_event()
         self.counted = False
+        #: job id -> the newest seq this stream sent: older or repeated events are skipped
+        self.sent = LatestSeqs(STREAM_KEEP_ENDED)
+        self.single_job = single_job
+        #: the one job whose events this stream takes from its channels (None: every job's)
+        self.job_id = job_id
+        self.sock = sock
+        self.raw = getattr(sock, "_sock", None)
+        self.direct = False
 
     def put(self, item: Message | object) -> None:
+        self.direct = False  # what waits here goes out first, from the stream's greenlet
         self.pending.append(item)
         self.ready.set()
 
@@ -77,11 +127,52 @@ class Subscription:
         """Everything queued, oldest first; waits until there is something."""
         self.ready.wait()
         self.ready.clear()
-        items = []
-        pending = self.pending
-        while pending:
-            items.append(pending.popleft())
+        items, self.pending = self.pending, []
         return items
+
+    def offer(self, message: Message) -> int:
+        """Hand ``message`` to the stream: written now when the hub writes this socket, else queued.
+
+        Returns the events delivered now (0 or 1; a queued one is counted when its stream sends it).
+        """
+        if self.job_id is not None and message.job_id != self.job_id:
+            return 0
+        if not self.direct:
+            self.put(message)
+            return 0
+        sent = self.sent
+        if message.seq <= sent.get(message.job_id, 0):
+            return 0
+        sent.record(message)
+        self.write(message.chunk or frame(message.wire))
+        if self.single_job and message.terminal:
+            self.put(CLOSE)  # its last event is out: the one-job stream ends
+        return 1
+
+    def keep_alive(self) -> None:
+        """The hub's timer says a keep-alive is due: written now, or queued for the stream's greenlet."""
+        if self.direct:
+            self.write(KEEP_ALIVE_CHUNK)
+        else:
+            self.put(HEARTBEAT)
+
+    def write(self, data: bytes) -> None:
+        """One non-blocking send by the hub; what the socket does not take is left to the stream's greenlet."""
+        try:
+            written = self.raw.send(data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self.put(CLOSE)  # the client is gone: the stream's greenlet ends the response
+            return
+        if written < len(data):
+            self.put(Framed(data[written:]))
+
+
+class Framed(bytes):
+    """Bytes already framed for the socket (the rest of a chunk the hub began): sent as they are."""
+
+    __slots__ = ()
 
 
 class EventHub:
@@ -104,24 +195,30 @@ class EventHub:
         self._thread: threading.Thread | None = None
         self._beat_thread: threading.Thread | None = None
         self.streams = 0
+        # The last payload decoded and its message: the same state arrives on the job's and the user's channel.
+        self._last_payload: str | None = None
+        self._last_message: Message | None = None
         #: events handed to streams (one per stream an event reached), read by benchmarks and metrics
         self.delivered = 0
         self.closed = False
 
-    def subscribe(self, *channels: str, timeout: float = 5.0) -> Subscription:
+    def subscribe(self, *channels: str, timeout: float = 5.0, single_job: bool = False,
+                  sock=None, job_id: str | None = None) -> Subscription:
         """Follow ``channels``; returns once Redis confirmed them, so no later event is missed.
 
         A connection that fails the SUBSCRIBE is replaced at once and the subscription tried again on the
         new one. Raises ``redis.RedisError`` when Redis cannot be reached, before anything was sent.
+        ``sock``: the client's socket, which the hub may write itself (see ``Subscription``); ``job_id``:
+        only that job's events are handed to the stream.
         """
-        sub = Subscription(channels)
+        sub = Subscription(channels, single_job, sock, job_id)
         with self._lock:
             new = []
             for channel in channels:
                 members = self._subs.setdefault(channel, set())
                 if not members:
                     new.append(channel)
-                    self._ready[channel] = threading.Event()
+                    self._ready[channel] = new_event()
                 members.add(sub)
             waits = [self._ready[channel] for channel in channels]
             try:
@@ -213,14 +310,18 @@ class EventHub:
             self._beat_thread.start()
 
     def _beat(self) -> None:
-        """The process's one keep-alive timer: wakes every stream each ``heartbeat`` seconds, while there are any."""
+        """The process's one keep-alive timer: a keep-alive on every stream each ``heartbeat`` seconds, while
+        there are any. The beats keep their times: writing to thousands of streams takes a while, and the
+        next beat does not wait that long again."""
+        due = time.monotonic()
         while not self.closed:
-            time.sleep(self.heartbeat)
+            due = max(due + self.heartbeat, time.monotonic())
+            time.sleep(max(0.0, due - time.monotonic()))
             with self._lock:
                 if not self._subs:
                     self._beat_thread = None  # the next stream starts it again (under the same lock)
                     return
-            self._broadcast(HEARTBEAT)
+            self._keep_alive()
 
     def _listen(self) -> None:
         broken = False
@@ -249,12 +350,14 @@ class EventHub:
                 continue
             try:
                 now = time.monotonic()
-                if pinged is not None and now - pinged > self.health_check:
-                    raise redis.ConnectionError(f"no answer to a PING in {self.health_check:g}s")
                 if pinged is None and now - quiet_since > self.health_check:
                     pubsub.ping()
                     pinged = now
                 item = pubsub.get_message(timeout=1.0)
+                # Read first, judge after: on a busy worker the answer may have waited in the socket for
+                # this greenlet's turn, and replacing a live connection re-sends every stream's snapshot.
+                if item is None and pinged is not None and time.monotonic() - pinged > self.health_check:
+                    raise redis.ConnectionError(f"no answer to a PING in {self.health_check:g}s")
             except Exception as exc:
                 if pubsub is not self._pubsub:
                     continue  # replaced (and closed) meanwhile by a stream's subscribe or the last unsubscribe
@@ -277,25 +380,45 @@ class EventHub:
                     ready.set()
 
     def _fan_out(self, channel: str, payload: str) -> None:
-        """Decode an event once for the whole process and queue it on every stream that follows it."""
+        """Decode an event once for the whole process and hand it to every stream that follows it.
+
+        A job's state is published on its own channel and its user's, one right after the other: the
+        second copy reuses the first's decoding.
+        """
         subs = self._subs.get(channel)
         if not subs:
             return
-        try:
-            message = Message.from_payload(payload)
-        except (ValueError, KeyError):
-            log.warning("event hub: dropped a malformed event on %s", channel)
-            return
+        if payload == self._last_payload:
+            message, again = self._last_message, True
+        else:
+            try:
+                message = Message.from_payload(payload)
+            except (ValueError, KeyError):
+                log.warning("event hub: dropped a malformed event on %s", channel)
+                return
+            self._last_payload, self._last_message, again = payload, message, False
+        delivered = 0
         for sub in list(subs):
-            sub.put(message)
-        # Once per event and process (not per stream): the metrics' delivery latency.
-        signals.event_delivered.send(message)
+            delivered += sub.offer(message)
+        self.delivered += delivered
+        if not again:
+            # Once per event and process (not per stream): the metrics' delivery latency.
+            signals.event_delivered.send(message)
 
     def _broadcast(self, item: object) -> None:
         with self._lock:
             subs = {sub for members in self._subs.values() for sub in members}
         for sub in subs:
             sub.put(item)
+
+    def _keep_alive(self) -> None:
+        """A keep-alive on every stream of the process, written by the hub where it writes the socket."""
+        with self._lock:
+            subs = {sub for members in self._subs.values() for sub in members}
+        for count, sub in enumerate(subs, 1):
+            sub.keep_alive()
+            if count % 256 == 0:
+                time.sleep(0)  # let the rest of the worker run between batches of sends
 
 
 def _all_set(events: list[threading.Event], timeout: float) -> bool:
@@ -330,7 +453,8 @@ class EventStream:
 
 
 def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[Job]], *,
-           last_event_id: int | None = None, single_job: bool = False) -> EventStream:
+           last_event_id: int | None = None, single_job: bool = False, sock=None,
+           job_id: str | None = None) -> EventStream:
     """The SSE byte stream: subscribe, send the snapshot, then newer events and the hub's heartbeats.
 
     ``snapshot`` gives the current state of the jobs followed. Events not newer than what a stream
@@ -338,8 +462,17 @@ def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[J
     one-job stream ends after the terminal event; every stream ends when the process stops.
     Subscribing and the first snapshot happen here, before the response starts, so an unreachable
     Redis raises ``redis.RedisError`` (a 503) instead of breaking a stream already answered 200.
+
+    ``sock``: the client's socket under gunicorn's gevent worker, for a chunked HTTP/1.1 response. The
+    first chunk (headers, ``retry``, the snapshot) goes out through the server as usual; from then on the
+    hub writes the events to the socket itself (see ``Subscription``) and the stream's greenlet only
+    sends what the hub could not, until the stream ends and the server closes the response.
+
+    ``job_id``: only that job's events are sent (a one-job stream follows its owner's channel, which
+    carries every state of the job: one subscription and one message per event for all the user's streams
+    in a process).
     """
-    sub = hub.subscribe(*channels)
+    sub = hub.subscribe(*channels, single_job=single_job, sock=sock, job_id=job_id)
     try:
         jobs = snapshot()
     except BaseException:
@@ -349,6 +482,7 @@ def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[J
 
 
 KEEP_ALIVE = b": keep-alive\n\n"
+KEEP_ALIVE_CHUNK = frame(KEEP_ALIVE)
 
 
 class LatestSeqs(dict):
@@ -364,11 +498,13 @@ class LatestSeqs(dict):
         super().__init__()
         self.keep_ended = keep_ended
         self.limit = limit
-        self._ended: deque[str] = deque()
+        self._ended: deque[str] | None = None  # made with the first ended job: most streams see none
 
     def record(self, message: Message) -> None:
         self[message.job_id] = message.seq
         if message.terminal:
+            if self._ended is None:
+                self._ended = deque()
             self._ended.append(message.job_id)
             if len(self._ended) > self.keep_ended:
                 self.pop(self._ended.popleft(), None)
@@ -382,7 +518,7 @@ STREAM_KEEP_ENDED = 32
 
 def _events(hub: EventHub, sub: Subscription, jobs: list[Job], snapshot: Callable[[], list[Job]],
             last_event_id: int | None, single_job: bool) -> Iterator[bytes]:
-    sent = LatestSeqs(STREAM_KEEP_ENDED)
+    sent = sub.sent
     try:
         first = [b"retry: 2000\n\n"]
         if hub.closed:
@@ -395,52 +531,85 @@ def _events(hub: EventHub, sub: Subscription, jobs: list[Job], snapshot: Callabl
             else:
                 first.append(_send(Message.from_job(job), sent))
             finished = finished or (single_job and job.is_terminal)
-        yield b"".join(first)
+        head = b"".join(first)
+        first = jobs = job = None  # an idle stream keeps nothing of its snapshot once it is sent
+        yield head
+        head = None
+        sock = sub.sock
+        if sock is not None and not sub.pending:
+            sub.direct = True  # the server sent the head and the first chunk: the hub writes from here
         while not finished:
             # Whatever queued since the last look goes out as one chunk: one write per wake-up.
-            chunks, finished = _batch(sub.drain(), snapshot, sent, single_job)
-            if chunks is None:
-                return
-            if chunks:
-                if chunks[0] is not KEEP_ALIVE:
-                    hub.delivered += len(chunks)
+            chunks, finished, events = _batch(sub.drain(), snapshot, sent, single_job)
+            hub.delivered += events
+            if not chunks:
+                pass
+            elif sock is None:
                 yield b"".join(chunks)
+            else:
+                sock.sendall(_framed(chunks))
+            if sock is not None and not finished and not sub.pending:
+                sub.direct = True
     finally:
+        sub.direct = False
         hub.unsubscribe(sub)
 
 
+def _framed(chunks: list[bytes]) -> bytes:
+    """What the stream's greenlet writes to its socket: the rest of a chunk the hub began as it is, then
+    everything else as one chunk."""
+    out, body = [], []
+    for chunk in chunks:
+        if type(chunk) is Framed:
+            if body:
+                out.append(frame(b"".join(body)))
+                body = []
+            out.append(chunk)
+        else:
+            body.append(chunk)
+    if body:
+        out.append(frame(b"".join(body)))
+    return b"".join(out)
+
+
 def _batch(items: list, snapshot: Callable[[], list[Job]], sent: LatestSeqs,
-           single_job: bool) -> tuple[list[bytes] | None, bool]:
-    """The bytes to send for ``items`` and whether the stream is done; None when it must end now."""
+           single_job: bool) -> tuple[list[bytes], bool, int]:
+    """The bytes to send for ``items``, whether the stream ends after them, and how many events they hold."""
     chunks: list[bytes] = []
+    events = 0
     for item in items:
         if item is HEARTBEAT:
             if not chunks:
                 chunks.append(KEEP_ALIVE)
             continue
         if item is CLOSE:
-            return None, True
+            return chunks, True, events
+        if type(item) is Framed:
+            chunks.append(item)
+            continue
         if item is RESYNC:
             try:
                 jobs = snapshot()
             except Exception as exc:
                 # A backend is flapping: end the stream; the browser reconnects and gets a fresh snapshot.
                 log.info("event stream ended: no snapshot after Redis came back (%s)", exc)
-                return None, True
+                return chunks, True, events
             for job in jobs:
                 if job.seq > sent.get(job.id, 0):
                     chunks.append(_send(Message.from_job(job), sent))
+                    events += 1
                     if single_job and job.is_terminal:
-                        return chunks, True
+                        return chunks, True, events
             continue
         if item.seq <= sent.get(item.job_id, 0):
             continue
         chunks.append(_send(item, sent))
+        events += 1
         if single_job and item.terminal:
-            return chunks, True
+            return chunks, True, events
     if len(chunks) > 1 and chunks[0] is KEEP_ALIVE:
         chunks.pop(0)
-    return chunks, False
+    return chunks, False, events
 
 
 def _send(message: Message, sent: LatestSeqs) -> bytes:

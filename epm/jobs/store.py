@@ -7,15 +7,18 @@ docs/operations.md; keep the two in step.
 from __future__ import annotations
 
 import json
+import json.encoder
 import logging
+import operator
 import time
 from collections.abc import Iterable
+from dataclasses import fields
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 import redis
 
-from .job import TERMINAL, Job, JobStatus, iso, next_seq, parse_iso, utcnow
+from .job import TERMINAL, Job, JobStatus, iso, next_seq, parse_iso, sent_fields, utcnow
 
 TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
 
@@ -62,10 +65,11 @@ class JobStore:
         self.retention = retention
         self.keep_per_user = keep_per_user
         self.heartbeat_timeout = heartbeat_timeout
-        # Loaded once per client and called by EVALSHA (redis-py reloads them after a SCRIPT FLUSH).
+        # Loaded once per server and called by its SHA (loaded again after a SCRIPT FLUSH or a restart).
         self._progress_script = client.register_script(_PROGRESS_LUA)
         self._write_script = client.register_script(_WRITE_LUA)
         self._hand_over_script = client.register_script(_HAND_OVER)
+        self._payloads = ProgressPayloads()
 
     # -- names ---------------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
@@ -135,6 +139,8 @@ class JobStore:
         ``ttl`` gives a terminal hash its expiry; ``client`` may be a pipeline (the reply is then the
         pipeline's).
         """
+        if job.is_terminal:
+            self._payloads.forget(job.id)
         write, delete = job.to_hash()
         if extra:
             write.update(extra)
@@ -153,18 +159,23 @@ class JobStore:
     def save_progress(self, job: Job) -> bool:
         """A progress report of a live job: one ``EVALSHA`` of a script loaded once (the hot path).
 
-        The script writes the fields a report changes (progress, message, seq, updated_at), pushes
-        the heartbeat deadline, bumps the user's version and publishes the whole state on both
-        channels, atomically. It never writes a terminal state: when Redis holds one for the job, or a
-        newer attempt (the job was resumed elsewhere), it writes nothing and says False. When Redis lost
-        the job's hash it writes nothing and the whole state is written instead (``write``), so a hash
-        is never left in parts.
+        The script writes the fields a report changes (progress, message, seq, updated_at), bumps the
+        user's version and publishes the whole state on both channels, atomically. It never writes a
+        terminal state: when Redis holds one for the job, or a newer attempt (the job was resumed
+        elsewhere), it writes nothing and says False. When Redis lost the job's hash it writes nothing and
+        the whole state is written instead (``write``), so a hash is never left in parts. The heartbeat
+        deadline is the pulse's (``heartbeat``, every second), not a report's.
         """
-        outcome = self._progress_script(
-            keys=[self.job_key(job.id), self.active_key, self.user_version_key(job.user_id),
-                  self.job_channel(job.id), self.user_channel(job.user_id)],
-            args=[job.id, self.deadline(), job.to_json(), job.progress, job.message, job.seq,
-                  job.updated_at or "", job.attempt])
+        args = (2, self.job_key(job.id), self.user_version_key(job.user_id), self.job_channel(job.id),
+                self.user_channel(job.user_id), self._payloads.render(job), job.progress, job.message or "", job.seq,
+                job.updated_at or "", job.attempt)
+        script = self._progress_script
+        try:
+            outcome = self.redis.execute_command("EVALSHA", script.sha, *args)
+        except redis.exceptions.NoScriptError:
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
+            script.sha = self.redis.script_load(_PROGRESS_LUA)
+            outcome = self.redis.execute_command("EVALSHA", script.sha, *args)
         if outcome == _PROGRESS_LOST:
             return self.write(job, Guard.RUNNER) == WRITTEN
         return outcome != _PROGRESS_ENDED
@@ -522,8 +533,8 @@ class JobStore:
 
 _PROGRESS_WRITTEN, _PROGRESS_LOST, _PROGRESS_ENDED = 1, 0, -1
 
-# KEYS: job hash, active set, user version, job channel, user channel.
-# ARGV: job id, deadline, event payload, progress, message, seq, updated_at, the runner's attempt.
+# KEYS: job hash, user version. ARGV: job channel, user channel, event payload, progress, message, seq,
+# updated_at, the runner's attempt.
 _PROGRESS_LUA = """
 local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
 local status = state[1]
@@ -531,12 +542,79 @@ if not status then return 0 end
 if TERMINAL_TEST then return -1 end
 if tonumber(state[2] or '1') > tonumber(ARGV[8]) then return -1 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[4], 'message', ARGV[5], 'seq', ARGV[6], 'updated_at', ARGV[7])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', KEYS[4], ARGV[3])
-redis.call('PUBLISH', KEYS[5], ARGV[3])
+redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """.replace("TERMINAL_TEST", " or ".join(f"status == '{status.value}'" for status in sorted(TERMINAL)))
+
+#: the fields a progress report changes, and those the clock moves (``job.sent_fields``); every other field of
+#: its event is the same from one report to the next
+PROGRESS_FIELDS = ("progress", "message", "seq", "updated_at")
+MOVING_FIELDS = (*PROGRESS_FIELDS, "elapsed", "estimate")
+
+
+class ProgressPayloads:
+    """The event JSON of progress reports, ``job.to_json()`` byte for byte, from a template per job.
+
+    Between two status changes only ``PROGRESS_FIELDS`` move, so the rest of the JSON is encoded once
+    and each report encodes four values. A template is used only while every other field (and
+    ``extra``) still has the value it was made from; at most ``limit`` jobs' templates are kept.
+    """
+
+    def __init__(self, limit: int = 256):
+        self.limit = limit
+        self._templates: dict[str, tuple[tuple, list[str], tuple[str, ...]]] = {}
+
+    def render(self, job: Job) -> str:
+        key = _static_values(job)
+        if job.extra:
+            key += tuple(job.extra.items())
+        found = self._templates.get(job.id)
+        if found is None or found[0] != key:
+            found = self._templates[job.id] = (key, *_template(job.to_dict()))
+            if len(self._templates) > self.limit:
+                del self._templates[next(iter(self._templates))]
+        _, parts, holes = found
+        sent = sent_fields(job)  # elapsed (and the estimate's time left) move with the clock
+        out = [parts[0]]
+        for name, part in zip(holes, parts[1:], strict=True):
+            out.append(_encode(sent[name] if name in sent else getattr(job, name)))
+            out.append(part)
+        return "".join(out)
+
+    def forget(self, job_id: str) -> None:
+        self._templates.pop(job_id, None)
+
+
+def _template(data: dict[str, Any]) -> tuple[list[str], tuple[str, ...]]:
+    """``json.dumps(data, separators=(",", ":"), default=str)`` cut at the values of ``MOVING_FIELDS``."""
+    parts, holes, text = [], [], "{"
+    for index, (name, value) in enumerate(data.items()):
+        text += ("," if index else "") + _encode(name) + ":"
+        if name in MOVING_FIELDS:
+            parts.append(text)
+            holes.append(name)
+            text = ""
+        else:
+            text += json.dumps(value, separators=(",", ":"), default=str)
+    parts.append(text + "}")
+    return parts, tuple(holes)
+
+
+def _encode(value: Any) -> str:
+    """One JSON value as ``Job.to_json`` writes it (the ones a report changes: int, str or None; the clock's:
+    a float or a dict)."""
+    if type(value) is str:
+        return _encode_str(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+_encode_str = json.encoder.encode_basestring_ascii
+_static_values = operator.attrgetter(*(field.name for field in fields(Job)
+                                        if field.name != "extra" and field.name not in PROGRESS_FIELDS))
 
 
 def _created_score(job: Job) -> float:
