@@ -302,7 +302,7 @@ def wait_terminal(user: Browserish, job_id: str, timeout: float = 20) -> dict[st
 
 
 def wait_running(user: Browserish, job_id: str) -> None:
-    wait_for(lambda: job_state(user, job_id)["status"] == "running", 10, 0.05, f"job {job_id} to run")
+    wait_for(lambda: job_state(user, job_id)["status"] == "running", 30, 0.05, f"job {job_id} to run")
 
 
 def signed_in_again(url: str, user: Browserish) -> Browserish:
