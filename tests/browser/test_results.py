@@ -95,13 +95,18 @@ def test_gantt_at_1280_is_grouped_sorted_full_width_with_today_and_deadline_line
         label = page.locator(f'[data-label-for="{task}"]').bounding_box()
         assert abs((bar["y"] + bar["height"] / 2) - (label["y"] + label["height"] / 2)) < 6, task
 
-    box = chart.bounding_box()
-    card = page.locator("[data-gantt]").bounding_box()
-    labels = page.locator(".gantt-labels").bounding_box()
+    # One layout, read at once: the live corner beside the page may still open or close (a toast, a finished
+    # job's entry), and boxes read one by one across that change disagree.
+    shot = page.evaluate("""() => Object.fromEntries(Object.entries({
+        box: ".gantt-chart", card: "[data-gantt]", labels: ".gantt-labels",
+        today: '[data-line="today"] line', deadline: '[data-line="deadline"] line'})
+      .map(([name, selector]) => { const b = document.querySelector(selector).getBoundingClientRect();
+                                    return [name, {x: b.x, y: b.y, width: b.width, height: b.height}]; }))""")
+    box, card, labels = shot["box"], shot["card"], shot["labels"]
     assert box["x"] + box["width"] >= card["x"] + card["width"] - 40  # the chart fills the card
     assert labels["width"] + box["width"] >= card["width"] * 0.9
     for line in ("today", "deadline"):
-        drawn = page.locator(f'[data-line="{line}"] line').bounding_box()
+        drawn = shot[line]
         assert drawn and box["x"] - 1 <= drawn["x"] <= box["x"] + box["width"] + 1, line
         assert drawn["height"] > box["height"] * 0.8, line
     today = page.locator('[data-line="today"]').get_attribute("data-date")
