@@ -12,6 +12,9 @@ on every busy minute after that (found with ``EPM_LOOP_BLOCK_DEBUG=1``, see epm/
   minute per worker), to free a few hundred objects. ``gc.freeze()`` moves what exists at boot out of the
   collector's reach, so a full collection walks only what was allocated since (the CPython docs' advice
   for pre-forked servers).
+- **The unknown-username hash:** a sign-in with a name that has no account checks the password against a
+  stand-in hash so it costs the same as a wrong password; making that hash is one scrypt, 110–120 ms of
+  CPU, and it used to be made on the loop by the first such sign-in.
 
 gunicorn.conf.py calls ``warm`` from ``post_worker_init``, before the loop monitor starts and before the
 worker accepts its first connection, so this work delays no request.
@@ -31,7 +34,8 @@ log = logging.getLogger("epm")
 
 
 def warm(app: Flask) -> dict[str, float]:
-    """Compile every template, configure the ORM's mappers, then freeze the boot heap out of the collector.
+    """Compile every template, configure the ORM's mappers, make the unknown-username hash, then freeze the
+    boot heap out of the collector.
 
     Returns what was done (templates compiled, objects frozen, seconds taken), also logged at DEBUG.
     """
@@ -40,6 +44,9 @@ def warm(app: Flask) -> dict[str, float]:
     from sqlalchemy.orm import configure_mappers
 
     configure_mappers()  # the first query would do it: every model's relationships and columns resolved
+    from .web.auth import unknown_user_hash
+
+    unknown_user_hash()  # one scrypt, made now rather than by the first sign-in with an unknown name
     gc.collect()  # what is garbage now is not frozen with the rest
     gc.freeze()
     done = {"templates": float(templates), "frozen": float(gc.get_freeze_count()),

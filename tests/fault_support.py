@@ -307,13 +307,7 @@ def wait_running(user: Browserish, job_id: str) -> None:
 
 def signed_in_again(url: str, user: Browserish) -> Browserish:
     """Another browser session of ``user`` (its own connection, so maybe another worker)."""
-    other = Browserish(url, username=user.username, password=user.password)
-    other._refresh_csrf("/login")
-    response = other.http.post("/login", data={"username": user.username, "password": user.password,
-                                               "csrf_token": other.csrf})
-    assert response.status_code == 200, response.text[:300]
-    other._refresh_csrf("/")
-    return other
+    return Browserish(url, username=user.username, password=user.password).login()
 
 
 def start_demo(user: Browserish, **params: Any) -> tuple[dict[str, Any], httpx.Response]:

@@ -135,6 +135,12 @@ class LiveServer:
             self.process.wait()
         self._log.close()
 
+    def __enter__(self) -> LiveServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 class Browserish:
     """An HTTP client that signs up and keeps its cookies and CSRF token, like a browser session."""
@@ -151,6 +157,15 @@ class Browserish:
                                                     "csrf_token": self.csrf})
         assert response.status_code == 200, response.text[:500]
         self._refresh_csrf("/login")
+        return self
+
+    def login(self) -> Browserish:
+        """Sign in to an existing account (``username``/``password``), as another browser session of it."""
+        self._refresh_csrf("/login")
+        response = self.http.post("/login", data={"username": self.username, "password": self.password,
+                                                   "csrf_token": self.csrf})
+        assert response.status_code == 200, response.text[:300]
+        self._refresh_csrf("/")
         return self
 
     def _refresh_csrf(self, path: str) -> None:
@@ -201,6 +216,12 @@ class Browserish:
 
     def close(self) -> None:
         self.http.close()
+
+    def __enter__(self) -> Browserish:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager

@@ -61,15 +61,22 @@ def test_a_killed_worker_s_job_is_interrupted_within_the_heartbeat_timeout_and_r
     wait_for(lambda: stream.saw(again["id"], status="completed"), 5, message="the retry on the user's stream")
 
 
-def test_jobs_of_a_server_killed_outright_are_interrupted_at_the_next_start_even_when_redis_lost_them(
-        backends, fleet):
-    env = backends.env(EPM_MAX_ATTEMPTS="1")  # no resume: the job ends interrupted
+def killed_while_running(fleet, env: dict[str, str]) -> tuple:
+    """A one-worker server on ``env`` killed outright (SIGKILL to its group) while a user's job runs on it;
+    returns the user and the job."""
     server = fleet.server(env, workers=1)
     user = fleet.user(server.url)
     job, _ = start_demo(user, steps=100, step_seconds=0.2)
     wait_running(user, job["id"])
     os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait(10)
+    return user, job
+
+
+def test_jobs_of_a_server_killed_outright_are_interrupted_at_the_next_start_even_when_redis_lost_them(
+        backends, fleet):
+    env = backends.env(EPM_MAX_ATTEMPTS="1")  # no resume: the job ends interrupted
+    user, job = killed_while_running(fleet, env)
     with backends.redis.client() as client:
         client.flushall()  # Redis lost everything too (our own server)
     assert backends.rows([job["id"]])[job["id"]]["status"] == "pending", "the row still says the job is active"
@@ -85,12 +92,7 @@ def test_jobs_of_a_server_killed_outright_are_interrupted_at_the_next_start_even
 
 def test_flask_jobs_upkeep_interrupts_the_jobs_of_a_dead_server(backends, fleet):
     env = backends.env()
-    server = fleet.server(env, workers=1)
-    user = fleet.user(server.url)
-    job, _ = start_demo(user, steps=100, step_seconds=0.2)
-    wait_running(user, job["id"])
-    os.killpg(server.process.pid, signal.SIGKILL)
-    server.process.wait(10)
+    user, job = killed_while_running(fleet, env)
     with backends.redis.client() as client:
         active = f"{env['EPM_KEY_PREFIX']}jobs:active"
         wait_for(lambda: (client.zscore(active, job["id"]) or 0) < time.time(), 5, 0.1, "the heartbeat to lapse")

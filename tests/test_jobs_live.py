@@ -20,16 +20,14 @@ def server_env(backend_env):
 
 @pytest.fixture(scope="module")
 def server(server_env):
-    live = LiveServer(server_env, workers=2 if server_env["REDIS_URL"] else 1).start()
-    yield live
-    live.stop()
+    with LiveServer(server_env, workers=2 if server_env["REDIS_URL"] else 1).start() as live:
+        yield live
 
 
 @pytest.fixture
 def user(server):
-    client = Browserish(server.url).signup()
-    yield client
-    client.close()
+    with Browserish(server.url).signup() as client:
+        yield client
 
 
 def collect(client, path, into, until_terminal=True, headers=None, stop=None):
@@ -128,13 +126,9 @@ def test_redis_hash_shows_the_live_state_to_an_operator(user, server_env):
 def test_a_job_started_on_one_instance_is_followed_live_on_another(server_env, server):
     if not server_env["REDIS_URL"]:
         pytest.skip("two instances need shared Redis and PostgreSQL (REDIS_URL, DATABASE_URL)")
-    other = LiveServer(server_env, workers=1).start()
-    try:
+    with LiveServer(server_env, workers=1).start() as other:
         on_first = Browserish(server.url).signup()
-        on_second = Browserish(other.url, username=on_first.username, password=on_first.password)
-        on_second._refresh_csrf("/login")
-        on_second.http.post("/login", data={"username": on_first.username, "password": on_first.password,
-                                            "csrf_token": on_second.csrf})
+        on_second = Browserish(other.url, username=on_first.username, password=on_first.password).login()
         job = on_first.start_demo(steps=8, step_seconds=0.15)
         events: list[dict] = []
         collect(on_second, f"/api/background-jobs/{job['id']}/events", events)
@@ -143,5 +137,3 @@ def test_a_job_started_on_one_instance_is_followed_live_on_another(server_env, s
         assert jobs[-1]["status"] == "completed"
         listed = on_second.get("/api/background-jobs").json()["jobs"]
         assert listed[0]["id"] == job["id"] and listed[0]["status"] == "completed"
-    finally:
-        other.stop()

@@ -42,16 +42,14 @@ def env(redis_url):
 
 @pytest.fixture(scope="module")
 def server(env):
-    live = LiveServer(env, workers=1).start()
-    yield live
-    live.stop()
+    with LiveServer(env, workers=1).start() as live:
+        yield live
 
 
 @pytest.fixture
 def user(server):
-    browser = Browserish(server.url).signup()
-    yield browser
-    browser.close()
+    with Browserish(server.url).signup() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -22,3 +22,20 @@ def test_warm_compiles_every_template_and_freezes_the_boot_heap(app, monkeypatch
             app.jinja_env.get_template(name)  # from the cache: no compile
     finally:
         gc.unfreeze()
+
+
+def test_warm_makes_the_unknown_username_hash_so_no_sign_in_does(app, monkeypatch):
+    from epm.web import auth
+
+    auth.unknown_user_hash.cache_clear()
+    try:
+        warm(app)
+
+        def hash_again(*args, **kwargs):
+            raise AssertionError("the unknown-username hash was made after the boot")
+
+        monkeypatch.setattr(auth, "generate_password_hash", hash_again)
+        with app.app_context():
+            assert auth.authenticate("nobody-by-this-name", "a-password") is None
+    finally:
+        gc.unfreeze()

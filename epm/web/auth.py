@@ -224,9 +224,13 @@ def hash_work(fn, *args):
 
 
 @cache
-def _unknown_user_hash() -> str:
-    """A hash made like a real one, checked when the username is unknown: the same work either way."""
-    return generate_password_hash(secrets.token_hex(16))
+def unknown_user_hash() -> str:
+    """A hash made like a real one, checked when the username is unknown: the same work either way.
+
+    Making it is one scrypt (about 110 ms of CPU), so it is made once per process at a worker's boot
+    (epm/warmup.py), or else off the event loop at the first unknown name, never on the loop mid-request.
+    """
+    return run_blocking(generate_password_hash, secrets.token_hex(16))
 
 
 def authenticate(username: str, password: str) -> User | None:
@@ -234,7 +238,7 @@ def authenticate(username: str, password: str) -> User | None:
     user = None
     if len(username) <= 80:
         user = db.session.scalar(select(User).where(func.lower(User.username) == username.lower()))
-    stored = user.password_hash if user is not None else _unknown_user_hash()
+    stored = user.password_hash if user is not None else unknown_user_hash()
     matches = hash_work(check_password_hash, stored, password)
     return user if matches and user is not None else None
 
