@@ -3,10 +3,10 @@
 Runs on servers of its own (tests/fault_support.py: a redis-server and a PostgreSQL cluster on free
 ports, two gunicorn instances of ``--workers`` each), so the machine's shared ones are never touched.
 For ``--seconds``, ``--users`` users each run demo jobs back to back and follow their event stream,
-while every ``--every`` seconds (on average) one fault strikes at random: ``kill -9`` of a worker,
-``kill -9`` of every worker of an instance, SIGTERM of an instance (started again on the same port),
-Redis restarted without its data, PostgreSQL stopped for ``--outage`` seconds. Then no job starts,
-the running ones finish, and it prints:
+while every ``--every`` seconds (on average) one fault strikes, every kind once in each round of five, in
+a random order: ``kill -9`` of a worker, ``kill -9`` of every worker of an instance, SIGTERM of an instance
+(started again on the same port), Redis restarted without its data, PostgreSQL stopped for ``--outage``
+seconds. Then no job starts, the running ones finish, and it prints:
 
 - jobs started, completed, resumed (seen at attempt 2 or more, by a poll or a stream), lost (not
   completed, or not the same in Redis and PostgreSQL; must be 0), duplicated (an older attempt wrote
@@ -44,6 +44,7 @@ from tests.support import LiveServer  # noqa: E402
 
 HEARTBEAT_TIMEOUT = 5
 PERIOD = 1
+FAULTS = ("kill_worker", "kill_instance_workers", "sigterm_instance", "redis_restart", "postgres_outage")
 
 
 class Chaos:
@@ -58,6 +59,7 @@ class Chaos:
         self.fleet = Fleet()
         self.instances: list[LiveServer] = []
         self.faults: list[tuple[float, str]] = []
+        self.deck: list[str] = []
         self.loads: list[float] = []  # the 1-minute load average at each fault
         self.jobs: dict[str, dict[str, Any]] = {}  # id -> {"user", "params"}
         self.errors: dict[str, int] = {}
@@ -128,9 +130,15 @@ class Chaos:
         return None
 
     # -- the faults ------------------------------------------------------------------------------
+    def next_fault(self) -> str:
+        """The next fault: drawn from a shuffled deck of every kind, so that a run of N faults strikes each kind
+        N / 5 times in a random order (drawn independently, a 10-minute run once never stopped PostgreSQL)."""
+        if not self.deck:
+            self.deck = random.sample(FAULTS, len(FAULTS))
+        return self.deck.pop()
+
     def strike(self) -> None:
-        fault = random.choice(["kill_worker", "kill_instance_workers", "sigterm_instance", "redis_restart",
-                               "postgres_outage"])
+        fault = self.next_fault()
         index = random.randrange(2)
         instance = self.instances[index]
         at = time.time()
