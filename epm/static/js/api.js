@@ -33,14 +33,27 @@ export async function post(url, payload) {
   return readJson(response);
 }
 
-/** The user's jobs: ``{jobs, etag}``, or null when unchanged since ``etag`` (304). */
+/** The user's jobs: ``{jobs, etag, version}``, or null when unchanged since ``etag`` (304). */
 export async function fetchList(etag) {
   const headers = { Accept: "application/json" };
   if (etag) headers["If-None-Match"] = etag;
   const response = await fetch(LIST_URL, { headers, credentials: "same-origin", cache: "no-store" });
   if (response.status === 304) return null;
   const body = await readJson(response);
-  return { jobs: body.jobs, etag: response.headers.get("ETag") };
+  return { jobs: body.jobs, etag: response.headers.get("ETag"), version: body.version };
+}
+
+/**
+ * What changed since ``version`` (a ``version`` the list answered): ``{jobs, version}`` with only the jobs
+ * written since, read from Redis alone, or null when nothing was (304).
+ */
+export async function fetchChanges(version) {
+  const url = `${LIST_URL}&since=${encodeURIComponent(version)}`;
+  const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin",
+    cache: "no-store" });
+  if (response.status === 304) return null;
+  const body = await readJson(response);
+  return { jobs: body.jobs, version: body.version };
 }
 
 /** One job, or null when the server does not know it (404). */

@@ -3,7 +3,7 @@
 // It joins the parts: the store (state, ordered by seq), localStorage (paint at once on the next page),
 // the transport (leader, stream, relay, polling) and the API client. Widgets subscribe and render.
 
-import { ApiError, fetchJob, fetchList, metaContent, post } from "./api.js";
+import { ApiError, fetchChanges, fetchJob, fetchList, metaContent, post } from "./api.js";
 import { createStore, fromStorage, isActive, toStorage } from "./store.js";
 import { createTransport } from "./transport.js";
 
@@ -15,6 +15,8 @@ const storageKey = `epm:jobs:${userId}`;
 const store = createStore();
 let transport = null;
 let etag = null;
+let version = null;
+let polls = 0;
 let persistTimer = null;
 let forgotten = false;
 
@@ -22,6 +24,9 @@ export const all = store.all;
 export const active = store.active;
 export const get = store.get;
 export const subscribe = store.subscribe;
+
+/** While polling, every this many rounds ask for the whole list (a diff does not say which jobs left it). */
+export const FULL_LIST_EVERY = 10;
 
 /** Paint from localStorage, then go live (leader or follower). Call once per page, after widgets subscribed. */
 export function start() {
@@ -35,7 +40,7 @@ export function start() {
       isHidden: () => document.hidden,
     },
     receive: (incoming, { fromStream }) => apply(incoming, { relay: fromStream }),
-    refresh,
+    refresh: poll,
     setMode: (mode) => {
       document.documentElement.dataset.jobsTransport = mode;
     },
@@ -65,11 +70,25 @@ export async function refresh() {
   const listed = await fetchList(etag);
   if (!listed) return;
   etag = listed.etag;
+  version = listed.version ?? version;
   const ids = new Set(listed.jobs.map((job) => job.id));
   apply(listed.jobs);
   for (const job of store.all()) {
     if (isActive(job) && !ids.has(job.id)) checkOne(job.id);
   }
+}
+
+/**
+ * One round of polling while the stream is down: only the jobs written since the last answer's version (a
+ * few hundred bytes from Redis, or a 304), and the whole list every ``FULL_LIST_EVERY``-th round.
+ */
+async function poll() {
+  polls += 1;
+  if (version === null || polls % FULL_LIST_EVERY === 0) return refresh();
+  const changed = await fetchChanges(version);
+  if (!changed) return;
+  version = changed.version;
+  apply(changed.jobs);
 }
 
 export async function cancel(id) {
