@@ -55,9 +55,10 @@ def cost_probe(ctx) -> dict[str, Any]:
     ``save_meta`` and Celery's ``update_state`` on the same Redis, and every ``naive_every``-th turn the
     naive ``UPDATE ...; COMMIT``. The pulse writes in a thread of its own; here its write is called in the
     measuring thread, right after the report (the pulse's own pace is set past the run, so it writes no
-    progress itself): measured asynchronously, the write would land in the next design's turn. Calls alternate so all
-    share the same conditions (a round trip takes 25-80 µs here depending on whether the CPUs are awake);
-    the unrelated work between them leaves caches as a real request does; medians leave out preemptions.
+    progress itself): measured asynchronously, the write would land in the next design's turn. Calls
+    alternate so all share the same conditions (a round trip takes 25-80 µs here depending on whether the
+    CPUs are awake); the unrelated work between them leaves caches as a real request does; medians leave
+    out preemptions.
     """
     from flask import current_app
     from sqlalchemy import insert, update

@@ -152,20 +152,20 @@ class Browserish:
         self.csrf = ""
 
     def signup(self) -> Browserish:
-        self._refresh_csrf("/signup")
-        response = self.http.post("/signup", data={"username": self.username, "password": self.password,
-                                                    "csrf_token": self.csrf})
-        assert response.status_code == 200, response.text[:500]
-        self._refresh_csrf("/login")
-        return self
+        return self._send_account_form("/signup", then="/login")
 
     def login(self) -> Browserish:
         """Sign in to an existing account (``username``/``password``), as another browser session of it."""
-        self._refresh_csrf("/login")
-        response = self.http.post("/login", data={"username": self.username, "password": self.password,
-                                                   "csrf_token": self.csrf})
-        assert response.status_code == 200, response.text[:300]
-        self._refresh_csrf("/")
+        return self._send_account_form("/login", then="/")
+
+    def _send_account_form(self, path: str, then: str) -> Browserish:
+        """Post ``username``/``password`` to the form at ``path`` as a browser does (its CSRF token first);
+        then take the token of the page at ``then``."""
+        self._refresh_csrf(path)
+        response = self.http.post(path, data={"username": self.username, "password": self.password,
+                                              "csrf_token": self.csrf})
+        assert response.status_code == 200, response.text[:500]
+        self._refresh_csrf(then)
         return self
 
     def _refresh_csrf(self, path: str) -> None:

@@ -2,8 +2,8 @@
 // EventSource of the user's stream, relaying what it learns to the other tabs over BroadcastChannel (over
 // HTTP/1.1 a browser allows six connections per host across all its tabs, so a stream per tab would hang
 // the seventh). When the stream fails the leader polls for what changed since the last answer (``refresh``:
-// jobs.js asks ``?since=V``; every 3 s, 10 s while hidden) and tries the stream again with a growing delay. When the leading tab closes, the next tab
-// waiting for the lock takes over.
+// jobs.js asks ``?since=V``; every 3 s, 10 s while hidden) and tries the stream again with a growing delay.
+// When the leading tab closes, the next tab waiting for the lock takes over.
 //
 // The browser's parts come in through ``env`` so the hand-over and backoff logic is unit-tested in Node.
 
