@@ -192,14 +192,16 @@ export function renderJob(job, { compact = false } = {}) {
     const link = jobLink(job);
     const timingNode = el("p", { class: "tracker-elapsed" });
     showTiming(timingNode, job);
-    node.append(
+    const parts = [
       progressBar(job),
       clipped("p", "tracker-message", job.message || "Starting…"),
       timingNode,
-      stepsDisclosure(job),
+      stepsDisclosure(job), // null for a job without declared steps: Element.append would write "null"
       el("div", { class: "tracker-actions" },
         el("a", { class: "tracker-link", href: link.href }, link.label),
-        cancelButton(job), dismissButton));
+        cancelButton(job), dismissButton),
+    ];
+    node.append(...parts.filter(Boolean));
   } else {
     node.append(outcome(job), el("div", { class: "tracker-actions" }, dismissButton));
   }
