@@ -39,19 +39,21 @@ def test_save_writes_the_hash_an_operator_reads_with_hgetall(app, plain_redis):
 
 
 def _commands_sent(store, action) -> list[str]:
-    """The Redis commands ``action()`` sends (it must not fail)."""
+    """The Redis commands ``action()`` sends (it must not fail), through the client or the store's lane."""
     commands = []
-    real_execute = store.redis.execute_command
+    real_execute, real_call = store.redis.execute_command, store._call
 
-    def counting(*args, **kwargs):
-        commands.append(args[0])
-        return real_execute(*args, **kwargs)
+    def counting(real):
+        def call(*args, **kwargs):
+            commands.append(args[0])
+            return real(*args, **kwargs)
+        return call
 
-    store.redis.execute_command = counting
+    store.redis.execute_command, store._call = counting(real_execute), counting(real_call)
     try:
         assert action()
     finally:
-        store.redis.execute_command = real_execute
+        store.redis.execute_command, store._call = real_execute, real_call
     return commands
 
 

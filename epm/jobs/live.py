@@ -87,6 +87,9 @@ class LiveJob:
         self._last_checkpoint = 0.0
         self._last_heard = time.monotonic()  # when Redis last took a write or a heartbeat
         self._redis_failing = False
+        # When the sleeping pulse wakes by itself (monotonic; under ``lock``): a report wakes it only when
+        # its write is due before that.
+        self._wakes_at = 0.0
 
     # -- transitions (lock held) -------------------------------------------------------------------
     def _move(self, to: Phase, allowed: frozenset[Phase] | set[Phase]) -> bool:
@@ -182,7 +185,8 @@ class LiveJob:
                 self._wake.set()
             elif self._pending is None:
                 self._pending = _PROGRESS
-                self._wake.set()
+                if self._last_write + self.interval < self._wakes_at:
+                    self._wake.set()
 
     def checkpoint(self, name: str, value: Any) -> None:
         with self.lock:
@@ -218,6 +222,7 @@ class LiveJob:
         next_beat = time.monotonic() + self.heartbeat_every
         give_up = None
         delay = 0.5
+        wrote = False
         while True:
             with self.lock:
                 phase, pending = self.phase, self._pending
@@ -239,6 +244,7 @@ class LiveJob:
             if pending is not None and now >= due_write:
                 self._write()
                 self._began.set()
+                wrote = True
                 continue
             if now >= next_beat:
                 next_beat = now + self.heartbeat_every
@@ -246,8 +252,17 @@ class LiveJob:
             if self._checkpoints and now - self._last_checkpoint >= CHECKPOINT_EVERY:
                 self._write_checkpoints(now)
             due = next_beat if pending is None else min(next_beat, due_write)
+            if wrote:
+                # A job that reports often reports again soon: wake when its next write may go, so the
+                # report need not wake the pulse (one wake per write, not two).
+                due = min(due, self._last_write + self.interval)
+                wrote = False
             if self._checkpoints:
                 due = min(due, self._last_checkpoint + CHECKPOINT_EVERY)
+            with self.lock:
+                if self._pending is not pending or self.phase is not phase:
+                    continue  # changed since it was read: plan again
+                self._wakes_at = due
             self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
 

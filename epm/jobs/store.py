@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import redis
 
 from .job import TERMINAL, Job, JobStatus, iso, next_seq, parse_iso, sent_fields, utcnow
+from .lane import Lane
 
 TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
 
@@ -70,6 +71,8 @@ class JobStore:
         self._write_script = client.register_script(_WRITE_LUA)
         self._hand_over_script = client.register_script(_HAND_OVER)
         self._payloads = ProgressPayloads()
+        self._lane = Lane.for_client(client)
+        self._call = self._lane.execute if self._lane is not None else client.execute_command
 
     # -- names ---------------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
@@ -171,11 +174,11 @@ class JobStore:
                 job.updated_at or "", job.attempt)
         script = self._progress_script
         try:
-            outcome = self.redis.execute_command("EVALSHA", script.sha, *args)
+            outcome = self._call("EVALSHA", script.sha, *args)
         except redis.exceptions.NoScriptError:
             # Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
             script.sha = self.redis.script_load(_PROGRESS_LUA)
-            outcome = self.redis.execute_command("EVALSHA", script.sha, *args)
+            outcome = self._call("EVALSHA", script.sha, *args)
         if outcome == _PROGRESS_LOST:
             return self.write(job, Guard.RUNNER) == WRITTEN
         return outcome != _PROGRESS_ENDED

@@ -1,0 +1,108 @@
+"""The store's lane to Redis (epm/jobs/lane.py): its connections, a restart, a hung server, the pool's settings.
+
+Each test starts a redis-server of its own (tests/fault_support.py): they restart and freeze it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import fakeredis
+import pytest
+import redis
+
+from epm.jobs import lane as lane_module
+from epm.jobs.lane import Lane
+from tests.fault_support import RedisServer
+from tests.support import wait_for
+
+
+@pytest.fixture
+def server():
+    own = RedisServer().start()
+    yield own
+    own.stop()
+
+
+def _client(url: str, **kwargs) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(url, decode_responses=True, socket_timeout=1,
+                                                 socket_connect_timeout=1, **kwargs)
+    return redis.Redis.from_pool(pool)
+
+
+def _lane_clients(control: redis.Redis, name: str) -> list[dict]:
+    return [c for c in control.client_list() if c["name"] == name]
+
+
+def test_a_command_on_the_lane_uses_the_pools_settings_and_decodes_as_the_client(server):
+    client = _client(server.url.replace("/0", "/3"), client_name="lane-test")
+    lane = Lane.for_client(client)
+    assert lane.execute("SET", "k", "é") == "OK"  # the raw reply: no response callbacks
+    assert lane.execute("GET", "k") == "é"  # decoded, as the client decodes
+    with server.client() as control:
+        assert control.get("k") is None  # database 0: the lane wrote to the URL's database 3
+        (seen,) = _lane_clients(control, "lane-test")
+        assert seen["db"] == "3"
+    with pytest.raises(redis.ResponseError):
+        lane.execute("INCR", "k")  # an error reply leaves the connection clean: it is kept
+    assert lane.execute("GET", "k") == "é"
+    lane.close()
+
+
+def test_the_lane_connects_again_after_a_restart_and_raises_while_redis_is_down(server):
+    client = _client(server.url)
+    lane = Lane.for_client(client)
+    assert lane.execute("PING") == "PONG"
+    server.restart()  # the idle connection is now dead: the next command is tried once on a new one
+    assert lane.execute("PING") == "PONG"
+    server.stop()
+    with pytest.raises(redis.ConnectionError):
+        lane.execute("PING")
+    server.start()
+    assert lane.execute("PING") == "PONG"
+    lane.close()
+
+
+def test_a_hung_redis_times_out_and_the_lane_recovers(server):
+    client = _client(server.url)
+    lane = Lane.for_client(client)
+    assert lane.execute("PING") == "PONG"
+    server.pause()
+    try:
+        with pytest.raises(redis.TimeoutError):
+            lane.execute("PING")  # the pool's socket_timeout (1 s) holds on the lane too; not tried again
+    finally:
+        server.resume()
+    assert lane.execute("PING") == "PONG"  # the timed-out connection was closed: no stale reply is read
+    lane.close()
+
+
+def test_a_burst_opens_connections_that_the_lane_lets_go_down_to_a_few(server, monkeypatch):
+    monkeypatch.setattr(lane_module, "MOST", 8)
+    client = _client(server.url, client_name="lane-burst")
+    lane = Lane.for_client(client)
+    replies: list = []
+    blocked = [threading.Thread(target=lambda: replies.append(lane.execute("BLPOP", "go", 30)))
+               for _ in range(10)]
+    with server.client() as control:
+        for thread in blocked:
+            thread.start()
+        # Eight wait on connections of the lane; the ninth and tenth went through the client's pool.
+        wait_for(lambda: len([c for c in control.client_list() if "b" in c["flags"]]) == 10, 10, 0.02,
+                 "ten blocked BLPOPs")
+        assert len(_lane_clients(control, "lane-burst")) == 10
+        assert lane._open == 8
+        control.lpush("go", *range(10))
+        for thread in blocked:
+            thread.join(10)
+        assert len(replies) == 10
+        # Four stay for the next burst, the others were closed; the client's pool keeps its two.
+        wait_for(lambda: len(_lane_clients(control, "lane-burst")) == 6,
+                 10, 0.02, "the extra connections to close")
+        assert len(lane._idle) == lane_module.KEEP_IDLE and lane._open == lane_module.KEEP_IDLE
+    lane.close()
+    client.close()
+
+
+def test_no_lane_for_fakeredis():
+    assert Lane.for_client(fakeredis.FakeRedis()) is None
