@@ -22,9 +22,8 @@ from typing import Any
 
 import redis
 
-#: connections kept idle between bursts; a burst that needs more makes them and lets the extra ones go
-KEEP_IDLE = 4
-#: connections at once; past this a write goes through the client's pool instead
+#: connections at once, kept open once made (a connection made per write would cost more than the write);
+#: past this a write goes through the client's pool instead
 MOST = 32
 
 
@@ -77,13 +76,7 @@ class Lane:
                 return connection.read_response()
         finally:
             with self._lock:
-                keep = len(self._idle) < KEEP_IDLE
-                if keep:
-                    self._idle.append(connection)
-                else:
-                    self._open -= 1
-            if not keep:
-                connection.disconnect()
+                self._idle.append(connection)
 
     def close(self) -> None:
         with self._lock:

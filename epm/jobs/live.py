@@ -222,7 +222,7 @@ class LiveJob:
         next_beat = time.monotonic() + self.heartbeat_every
         give_up = None
         delay = 0.5
-        wrote = False
+        eager = False
         while True:
             with self.lock:
                 phase, pending = self.phase, self._pending
@@ -244,19 +244,22 @@ class LiveJob:
             if pending is not None and now >= due_write:
                 self._write()
                 self._began.set()
-                wrote = True
                 continue
+            eager = eager or pending is _PROGRESS  # a report waits for the pace: reports outrun it
             if now >= next_beat:
                 next_beat = now + self.heartbeat_every
                 self._beat()
             if self._checkpoints and now - self._last_checkpoint >= CHECKPOINT_EVERY:
                 self._write_checkpoints(now)
             due = next_beat if pending is None else min(next_beat, due_write)
-            if wrote:
-                # A job that reports often reports again soon: wake when its next write may go, so the
-                # report need not wake the pulse (one wake per write, not two).
-                due = min(due, self._last_write + self.interval)
-                wrote = False
+            if eager and pending is None:
+                # Reports come faster than the pace: wake when the next write may go, so that the next
+                # report need not wake the pulse (one wake per write, not two); until one is late.
+                next_write = self._last_write + self.interval
+                if next_write > now:
+                    due = min(due, next_write)
+                else:
+                    eager = False
             if self._checkpoints:
                 due = min(due, self._last_checkpoint + CHECKPOINT_EVERY)
             with self.lock:
