@@ -12,7 +12,9 @@ import pytest
 import redis
 
 from epm.jobs import lane as lane_module
+from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
 from epm.jobs.lane import Lane
+from epm.jobs.store import Guard, JobStore
 from tests.fault_support import RedisServer
 from tests.support import wait_for
 
@@ -106,3 +108,21 @@ def test_a_burst_opens_at_most_its_share_of_connections_and_keeps_them(server, m
 
 def test_no_lane_for_fakeredis():
     assert Lane.for_client(fakeredis.FakeRedis()) is None
+
+
+def test_the_hot_scripts_load_again_after_redis_lost_them(server):
+    """Progress and heartbeat go by SHA on the lane; a SCRIPT FLUSH (or a restart) makes Redis forget them."""
+    client = _client(server.url)
+    store = JobStore(client, prefix="t:")
+    job = Job(id="j1", job_type="demo_countdown", user_id="7", title="Demo", status=JobStatus.RUNNING,
+              seq=next_seq(0), created_at=iso(utcnow()))
+    store.write(job, Guard.RECORD)
+    for round_ in range(2):
+        job.progress, job.seq, job.updated_at = 10 + round_, next_seq(job.seq), iso(utcnow())
+        assert store.save_progress(job) is True
+        beat = store.heartbeat(job)
+        assert (beat.status, beat.attempt, beat.cancel) == (JobStatus.RUNNING, 1, False)
+        assert client.hget("t:job:j1", "progress") == str(job.progress)
+        client.script_flush()
+    store.request_cancel("j1")
+    assert store.heartbeat(job).cancel is True

@@ -70,6 +70,7 @@ class JobStore:
         self._progress_script = client.register_script(_PROGRESS_LUA)
         self._write_script = client.register_script(_WRITE_LUA)
         self._hand_over_script = client.register_script(_HAND_OVER)
+        self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
         self._payloads = ProgressPayloads()
         self._lane = Lane.for_client(client)
         self._call = self._lane.execute if self._lane is not None else client.execute_command
@@ -172,19 +173,22 @@ class JobStore:
         args = (2, self.job_key(job.id), self.user_version_key(job.user_id), self.job_channel(job.id),
                 self.user_channel(job.user_id), self._payloads.render(job), job.progress, job.message or "", job.seq,
                 job.updated_at or "", job.attempt)
-        script = self._progress_script
-        try:
-            outcome = self._call("EVALSHA", script.sha, *args)
-        except redis.exceptions.NoScriptError:
-            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
-            script.sha = self.redis.script_load(_PROGRESS_LUA)
-            outcome = self._call("EVALSHA", script.sha, *args)
+        outcome = self._evalsha(self._progress_script, *args)
         if outcome == _PROGRESS_LOST:
             return self.write(job, Guard.RUNNER) == WRITTEN
         return outcome != _PROGRESS_ENDED
 
+    def _evalsha(self, script, *args: Any) -> Any:
+        """A hot path's script by its SHA, on the lane (no redis-py layers; see lane.py)."""
+        try:
+            return self._call("EVALSHA", script.sha, *args)
+        except redis.exceptions.NoScriptError:
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
+            script.sha = self.redis.script_load(script.script)
+            return self._call("EVALSHA", script.sha, *args)
+
     def heartbeat(self, job: Job) -> Beat:
-        """Push the job's deadline forward (only while it is active). One round trip.
+        """Push the job's deadline forward (only while it is active). One ``EVALSHA`` on the lane.
 
         Says whether a cancel was requested, the status and attempt Redis holds, and whether Redis
         holds everything the live job owns (its hash, its place in its user's index, its
@@ -193,17 +197,11 @@ class JobStore:
         A terminal status the runner did not write means a reaper ended the job; a newer attempt,
         that another process resumed it.
         """
-        key = self.job_key(job.id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.active_key, {job.id: self.deadline()}, xx=True)
-        pipe.hmget(key, "cancel_requested", "status", "attempt")
-        pipe.zscore(self.user_jobs_key(job.user_id), job.id)
-        pipe.exists(self.lock_key(job.user_id, job.session_id, job.job_type))
-        pipe.zscore(self.user_running_key(job.user_id), job.id)
-        _, (flag, status, attempt), indexed, locked, counted = pipe.execute()
+        keys = (self.active_key, self.job_key(job.id), self.user_jobs_key(job.user_id),
+                self.lock_key(job.user_id, job.session_id, job.job_type), self.user_running_key(job.user_id))
+        flag, status, attempt, whole = self._evalsha(self._heartbeat_script, 5, *keys, job.id, self.deadline())
         return Beat(cancel=flag == "1", status=JobStatus(status) if status else None,
-                    attempt=int(attempt) if attempt else None,
-                    whole=status is not None and indexed is not None and bool(locked) and counted is not None)
+                    attempt=int(attempt) if attempt else None, whole=bool(status) and whole == 1)
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.hset(self.job_key(job_id), "cancel_requested", "1")
@@ -550,6 +548,16 @@ redis.call('PUBLISH', ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """.replace("TERMINAL_TEST", " or ".join(f"status == '{status.value}'" for status in sorted(TERMINAL)))
+
+# KEYS: active set, job hash, user's index, duplicate-start lock, user's share. ARGV: job id, deadline.
+# Says: cancel flag, status, attempt (each "" when absent) and 1 when Redis holds all the job owns.
+_HEARTBEAT_LUA = """
+redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+local state = redis.call('HMGET', KEYS[2], 'cancel_requested', 'status', 'attempt')
+local whole = redis.call('ZSCORE', KEYS[3], ARGV[1]) and redis.call('EXISTS', KEYS[4]) == 1
+    and redis.call('ZSCORE', KEYS[5], ARGV[1])
+return {state[1] or '', state[2] or '', state[3] or '', whole and 1 or 0}
+"""
 
 #: the fields a progress report changes, and those the clock moves (``job.sent_fields``); every other field of
 #: its event is the same from one report to the next
