@@ -12,6 +12,7 @@ from flask import Flask
 from . import api_schema, errors, limits, logs, memtrace, metrics, security
 from . import config as config_module
 from .extensions import csrf, db, describe_backends, init_redis, login_manager, migrate
+from .jobs.sse import HandOverStreams
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 
@@ -55,6 +56,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     app.register_blueprint(api_schema.bp)
     proxy.init_app(app)
+    # Outermost: an event stream leaves its greenlet once its head is out (see EventStream.hand_over).
+    app.wsgi_app = HandOverStreams(app.wsgi_app)
 
     log = logging.getLogger("epm")
     log.info("epm starting: %s", describe_backends(app))

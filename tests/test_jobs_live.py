@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -103,6 +104,23 @@ def test_stream_responses_carry_the_headers_proxies_need(user, server):
         assert response.headers["x-accel-buffering"] == "no"
     with httpx.stream("GET", server.url + "/api/background-jobs/events") as anonymous:
         assert anonymous.status_code == 401
+
+
+def test_an_open_stream_is_handed_to_the_hub_and_ends_cleanly(user):
+    """Under gunicorn's gevent worker the stream's head is sent by epm itself (no ``Server: gunicorn``; the
+    connection closes when the stream ends) and the stream is left to the hub, without a greenlet."""
+    job = user.start_demo(steps=4, step_seconds=0.4)
+    with user.http.stream("GET", f"/api/background-jobs/{job['id']}/events") as response:
+        assert response.headers["connection"] == "close" and "server" not in response.headers
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert "x-request-id" in response.headers  # the app's own headers are all there
+        lines = list(response.iter_lines())
+    # The last chunk came (httpx raises on a chunked body cut short) after the terminal event; between, the
+    # hub wrote the live events and its keep-alives (every 0.5 s here).
+    states = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert states[0]["status"] == "running" and states[-1]["status"] == "completed"
+    assert [s["seq"] for s in states] == sorted(s["seq"] for s in states) and len(states) >= 4
+    assert ": keep-alive" in lines
 
 
 @pytest.mark.real_backends

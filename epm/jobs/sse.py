@@ -14,13 +14,17 @@ to the WSGI server as before.
 
 from __future__ import annotations
 
+import _socket
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
 
 import redis
 
@@ -102,7 +106,8 @@ class Subscription:
     a chunk as ``Framed`` bytes) and the stream's greenlet sends it.
     """
 
-    __slots__ = ("channels", "pending", "ready", "counted", "sent", "single_job", "job_id", "sock", "raw", "direct")
+    __slots__ = ("channels", "pending", "ready", "counted", "sent", "single_job", "job_id", "sock", "raw", "direct",
+                 "hub", "snapshot", "detached", "flushing")
 
     def __init__(self, channels: tuple[str, ...], single_job: bool = False, sock=None, job_id: str | None = None):
         self.channels = channels
@@ -117,11 +122,21 @@ class Subscription:
         self.sock = sock
         self.raw = getattr(sock, "_sock", None)
         self.direct = False
+        # A stream handed over to the hub (``EventStream.hand_over``): no greenlet of its own; what the hub
+        # cannot write is sent by a greenlet started for it (``flushing`` while one runs).
+        self.hub: EventHub | None = None
+        self.snapshot: Callable[[], list[Job]] | None = None
+        self.detached = False
+        self.flushing = False
 
     def put(self, item: Message | object) -> None:
         self.direct = False  # what waits here goes out first, from the stream's greenlet
         self.pending.append(item)
-        self.ready.set()
+        if not self.detached:
+            self.ready.set()
+        elif not self.flushing:
+            self.flushing = True
+            _spawn(_flush, self)
 
     def drain(self) -> list[Message | object]:
         """Everything queued, oldest first; waits until there is something."""
@@ -455,20 +470,168 @@ def _close_quietly(pubsub) -> None:
 class EventStream:
     """An event stream's response body, already subscribed: iterate it to send, ``close`` it to let go.
 
-    The WSGI server calls ``close`` however the response ends, also when it was never iterated.
+    The WSGI server calls ``close`` however the response ends, also when it was never iterated. Under
+    gunicorn's gevent worker ``hand_over`` sends the head itself and leaves the stream to the hub instead.
     """
 
-    def __init__(self, hub: EventHub, sub: Subscription, events: Iterator[bytes]):
+    def __init__(self, hub: EventHub, sub: Subscription, head: bytes, finished: bool,
+                 snapshot: Callable[[], list[Job]]):
         self._hub = hub
         self._sub = sub
-        self._events = events
+        self._head = head
+        self._finished = finished
+        self._snapshot = snapshot
+        self._events: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._events is None:
+            self._events = _events(self._hub, self._sub, self._head, self._finished, self._snapshot)
+            self._head = b""
         return self._events
 
     def close(self) -> None:
-        self._events.close()
+        if self._sub.detached:
+            return  # the hub's now
+        if self._events is not None:
+            self._events.close()
         self._hub.unsubscribe(self._sub)
+
+    def hand_over(self, status: str, headers: list[tuple[str, str]]) -> bool:
+        """Send the response's head and first chunk on the client's socket and leave the stream to the hub.
+
+        From here no greenlet waits for this stream: the hub writes its events and keep-alives (as it
+        does for a stream with a greenlet, see ``Subscription``), and a greenlet is started only to send
+        what a socket could not take at once, to re-send a snapshot, or to end the stream. The socket is
+        a duplicate of the server's: the server, told the response is handled, reads the end of the
+        request side (shut here) and closes its own, and the connection stays open for the hub.
+        False (nothing sent) when the stream is not for handing over: no socket, or it ends at once.
+        """
+        sub, sock = self._sub, self._sub.sock
+        if sock is None or self._finished or self._events is not None:
+            return False
+        lines = [f"HTTP/1.1 {status}", f"Date: {formatdate(usegmt=True)}", "Connection: close",
+                 "Transfer-Encoding: chunked"]
+        lines += [f"{name}: {value}" for name, value in headers if name.lower() not in _HOP_BY_HOP]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + frame(self._head)
+        self._head = b""
+        raw = _socket.socket(fileno=os.dup(sock.fileno()))
+        raw.setblocking(False)
+        sub.raw, sub.sock, sub.hub, sub.snapshot = raw, None, self._hub, self._snapshot
+        # Events that arrive while the head is sent wait in ``pending`` (``flushing``: no other sender yet).
+        sub.detached = sub.flushing = True
+        try:
+            sock.sendall(head)
+            sock.shutdown(_socket.SHUT_RD)  # the server's next read ends its connection loop
+        except OSError:
+            sub.pending.append(CLOSE)  # the client left already: the stream ends
+        if sub.pending:
+            _spawn(_flush, sub)
+        else:
+            _flush(sub)  # nothing to send: the hub writes from here
+        return True
+
+
+class HandOverStreams:
+    """WSGI middleware, outermost: an event stream that can be handed to the hub (``EventStream.hand_over``)
+    is, and gunicorn is told the response is handled; every other response passes as it was."""
+
+    def __init__(self, wsgi_app: Callable[..., Any]):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started: list = []
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            if started and started[0] is None:
+                return start_response(status, headers, exc_info)  # passed through already
+            started[:] = [status, headers, exc_info]
+            return _no_write
+
+        body = self.wsgi_app(environ, start)
+        if type(body) is EventStream and started and started[0].startswith("200"):
+            handled = _already_handled()
+            if handled is not None and body.hand_over(started[0], started[1]):
+                return handled
+        if started:
+            start_response(*started)
+        started[:] = [None]
+        return body
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("the WSGI write() callable is not supported; return an iterable")
+
+
+def _already_handled() -> Any:
+    try:
+        from gunicorn.workers.base_async import ALREADY_HANDLED
+    except ImportError:
+        return None
+    return ALREADY_HANDLED
+
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
+                         "proxy-connection", "te", "trailer"})
+#: how long a socket that takes no bytes may hold back a handed-over stream's send before the stream ends
+SLOW_CLIENT_SECONDS = 60.0
+END_CHUNK = b"0\r\n\r\n"
+
+
+def _spawn(fn: Callable[..., Any], *args: Any) -> None:
+    import gevent
+
+    gevent.spawn(fn, *args)
+
+
+def _flush(sub: Subscription) -> None:
+    """Send what queued for a handed-over stream, as its own greenlet would, then give the socket back to
+    the hub; end the stream (its last chunk, then the socket closed) when it ends or its client left."""
+    hub = sub.hub
+    try:
+        while True:
+            items, sub.pending = sub.pending, []
+            if not items:
+                sub.flushing = False
+                sub.direct = sub.detached
+                return
+            chunks, finished, events = _batch(items, sub.snapshot, sub.sent, sub.single_job)
+            hub.delivered += events
+            data = _framed(chunks) if chunks else b""
+            if finished:
+                _send_all(sub.raw, data + END_CHUNK)
+                break
+            if data:
+                _send_all(sub.raw, data)
+    except Exception as exc:  # noqa: BLE001 - a stream's end is logged, never raised into the hub
+        if not isinstance(exc, OSError):
+            log.exception("event stream: sending failed; the stream ends")
+    _end(sub)
+
+
+def _end(sub: Subscription) -> None:
+    sub.detached = sub.direct = sub.flushing = False
+    sub.pending = []
+    raw = sub.raw
+    if raw is not None:
+        raw.close()
+    if sub.hub is not None:
+        sub.hub.unsubscribe(sub)
+
+
+def _send_all(raw, data: bytes) -> None:
+    """Every byte of ``data`` on a non-blocking socket, waiting (cooperatively) while the client reads."""
+    from gevent.socket import wait_write
+
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[raw.send(view):]
+        except BlockingIOError:
+            pass
+        else:
+            if not view:
+                return
+        wait_write(raw.fileno(), timeout=SLOW_CLIENT_SECONDS, timeout_exc=TimeoutError("client too slow"))
 
 
 def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[Job]], *,
@@ -493,11 +656,11 @@ def stream(hub: EventHub, channels: Iterable[str], snapshot: Callable[[], list[J
     """
     sub = hub.subscribe(*channels, single_job=single_job, sock=sock, job_id=job_id)
     try:
-        jobs = snapshot()
+        head, finished = _head(hub, sub, snapshot(), last_event_id, single_job)
     except BaseException:
         hub.unsubscribe(sub)
         raise
-    return EventStream(hub, sub, _events(hub, sub, jobs, snapshot, last_event_id, single_job))
+    return EventStream(hub, sub, head, finished, snapshot)
 
 
 KEEP_ALIVE = b": keep-alive\n\n"
@@ -535,25 +698,30 @@ class LatestSeqs(dict):
 STREAM_KEEP_ENDED = 32
 
 
-def _events(hub: EventHub, sub: Subscription, jobs: list[Job], snapshot: Callable[[], list[Job]],
-            last_event_id: int | None, single_job: bool) -> Iterator[bytes]:
+def _head(hub: EventHub, sub: Subscription, jobs: list[Job], last_event_id: int | None,
+          single_job: bool) -> tuple[bytes, bool]:
+    """A stream's first chunk (``retry`` and the snapshot's events) and whether the stream ends with it."""
     sent = sub.sent
+    first = [b"retry: 2000\n\n"]
+    if hub.closed:
+        return first[0], True
+    finished = False
+    for job in jobs:
+        if single_job and last_event_id is not None and job.seq <= last_event_id:
+            sent[job.id] = job.seq
+        else:
+            first.append(_send(Message.from_job(job), sent))
+        finished = finished or (single_job and job.is_terminal)
+    return b"".join(first), finished
+
+
+def _events(hub: EventHub, sub: Subscription, head: bytes, finished: bool,
+            snapshot: Callable[[], list[Job]]) -> Iterator[bytes]:
+    sent = sub.sent
+    single_job = sub.single_job
     try:
-        first = [b"retry: 2000\n\n"]
-        if hub.closed:
-            yield first[0]
-            return
-        finished = False
-        for job in jobs:
-            if single_job and last_event_id is not None and job.seq <= last_event_id:
-                sent[job.id] = job.seq
-            else:
-                first.append(_send(Message.from_job(job), sent))
-            finished = finished or (single_job and job.is_terminal)
-        head = b"".join(first)
-        first = jobs = job = None  # an idle stream keeps nothing of its snapshot once it is sent
         yield head
-        head = None
+        head = None  # an idle stream keeps nothing of its snapshot once it is sent
         sock = sub.sock
         if sock is not None and not sub.pending:
             sub.direct = True  # the server sent the head and the first chunk: the hub writes from here
