@@ -135,6 +135,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # below Redis's maxclients (10,000): a burst of stream opens must not queue behind a small pool.
         "EPM_REDIS_MAX_CONNECTIONS": _int(env, "EPM_REDIS_MAX_CONNECTIONS",
                                           min(_int(env, "EPM_WORKER_CONNECTIONS", 10000), 1000)),
+        # Event streams one worker leaves to its hub (no greenlet each, one file descriptor); past this a new
+        # stream keeps its greenlet, and gunicorn's worker_connections bounds those.
+        "EPM_STREAMS_PER_WORKER": _int(env, "EPM_STREAMS_PER_WORKER", _int(env, "EPM_WORKER_CONNECTIONS", 10000)),
         # Seconds a request waits for one of those connections when all are busy (a burst, not an outage).
         "EPM_REDIS_POOL_TIMEOUT": _float(env, "EPM_REDIS_POOL_TIMEOUT", 10.0),
         # Seconds each check of /readyz (Redis PING, database SELECT 1) may take before it counts as down.

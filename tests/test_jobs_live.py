@@ -123,6 +123,21 @@ def test_an_open_stream_is_handed_to_the_hub_and_ends_cleanly(user):
     assert ": keep-alive" in lines
 
 
+def test_past_its_share_of_handed_over_streams_a_worker_keeps_a_greenlet_per_stream(server_env):
+    with (LiveServer({**server_env, "EPM_STREAMS_PER_WORKER": "1"}).start() as live,
+          Browserish(live.url).signup() as person,
+          person.http.stream("GET", "/api/background-jobs/events") as first,
+          person.http.stream("GET", "/api/background-jobs/events") as second):
+        assert first.headers["connection"] == "close"  # handed to the hub
+        assert second.headers["connection"] == "keep-alive" and second.headers["server"] == "gunicorn"
+        job = person.start_demo(steps=1)
+        for response in (first, second):  # both streams carry the job to its end
+            for line in response.iter_lines():
+                if line.startswith("data: ") and json.loads(line[6:]).get("status") == "completed":
+                    assert json.loads(line[6:])["id"] == job["id"]
+                    break
+
+
 @pytest.mark.real_backends
 def test_redis_hash_shows_the_live_state_to_an_operator(user, server_env):
     if not server_env["REDIS_URL"]:

@@ -38,7 +38,8 @@ def init_app(app: Flask, current_user_id: Callable[[], str | None]) -> JobServic
     service = JobService(app, store)
     app.extensions["epm.jobs"] = service
     app.extensions["epm.hub"] = EventHub(client, heartbeat=float(app.config["EPM_SSE_HEARTBEAT"]),
-                                         health_check=float(app.config["EPM_PUBSUB_HEALTH_CHECK"]))
+                                         health_check=float(app.config["EPM_PUBSUB_HEALTH_CHECK"]),
+                                         most_handed_over=int(app.config["EPM_STREAMS_PER_WORKER"]))
     app.extensions["epm.user_id"] = current_user_id
     app.extensions["epm.upkeep"] = service.upkeep
     app.register_blueprint(api.bp)

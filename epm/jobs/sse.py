@@ -199,8 +199,12 @@ class EventHub:
     is let go, so an idle worker holds no connection that a Redis restart could leave dead.
     """
 
-    def __init__(self, client: redis.Redis, *, heartbeat: float = 15.0, health_check: float = 5.0):
+    def __init__(self, client: redis.Redis, *, heartbeat: float = 15.0, health_check: float = 5.0,
+                 most_handed_over: int = 10_000):
         self.client = client
+        #: streams handed over (``EventStream.hand_over``) now, and how many may be
+        self.handed_over = 0
+        self.most_handed_over = most_handed_over
         self.heartbeat = heartbeat
         self.health_check = health_check
         self._pubsub = client.pubsub(ignore_subscribe_messages=False)
@@ -506,8 +510,8 @@ class EventStream:
         request side (shut here) and closes its own, and the connection stays open for the hub.
         False (nothing sent) when the stream is not for handing over: no socket, or it ends at once.
         """
-        sub, sock = self._sub, self._sub.sock
-        if sock is None or self._finished or self._events is not None:
+        sub, sock, hub = self._sub, self._sub.sock, self._hub
+        if sock is None or self._finished or self._events is not None or hub.handed_over >= hub.most_handed_over:
             return False
         lines = [f"HTTP/1.1 {status}", f"Date: {formatdate(usegmt=True)}", "Connection: close",
                  "Transfer-Encoding: chunked"]
@@ -519,6 +523,7 @@ class EventStream:
         sub.raw, sub.sock, sub.hub, sub.snapshot = raw, None, self._hub, self._snapshot
         # Events that arrive while the head is sent wait in ``pending`` (``flushing``: no other sender yet).
         sub.detached = sub.flushing = True
+        hub.handed_over += 1
         try:
             sock.sendall(head)
             sock.shutdown(_socket.SHUT_RD)  # the server's next read ends its connection loop
@@ -611,11 +616,9 @@ def _flush(sub: Subscription) -> None:
 def _end(sub: Subscription) -> None:
     sub.detached = sub.direct = sub.flushing = False
     sub.pending = []
-    raw = sub.raw
-    if raw is not None:
-        raw.close()
-    if sub.hub is not None:
-        sub.hub.unsubscribe(sub)
+    sub.raw.close()
+    sub.hub.handed_over -= 1
+    sub.hub.unsubscribe(sub)
 
 
 def _send_all(raw, data: bytes) -> None:
