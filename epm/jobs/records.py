@@ -156,6 +156,7 @@ class Records:
             # It went through on the second try (the database came back meanwhile): write it for real.
             if not self.record_terminal(job):
                 break
+            log.info("outbox: job %s written to the database", job_id, extra=job_fields(job))
             written += 1
         return written
 
