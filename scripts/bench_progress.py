@@ -100,6 +100,8 @@ def cost_probe(ctx) -> dict[str, Any]:
 
     designs: dict[str, Any] = {
         "ping": lambda index: client.ping(),
+        # The floor of epm's own path: a PING on the store's lane (no redis-py command layers; epm/jobs/lane.py).
+        **({"lane_ping": lambda index: store._call("PING")} if store._lane is not None else {}),
         "progress": report_and_write,
         "store_update": lambda index: store.save_progress(step(shadow, index)),
         "save": lambda index: store.write(step(shadow, index), Guard.RECORD),
@@ -488,6 +490,8 @@ def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, flo
                 f"unrelated work before each call; x PING: median of the per-round ratios)",
                 ["design", "µs per call", "x PING", "client CPU µs", "DB statements per update"],
                 [row("PING on the same Redis client (floor: one round trip)", "ping", 0),
+                 row("PING on the store's lane (the floor of epm's writes: no redis-py command layers)", "lane_ping",
+                     0),
                  row("epm: a progress update (ctx.progress() + the pulse's write: one EVALSHA)", "progress",
                      progress_statements / (sizes["rounds"] * sizes["calls"])),
                  row("epm: JobStore.save_progress alone (one EVALSHA)", "store_update", 0),
@@ -529,6 +533,9 @@ def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, flo
     figures = {
         "backend": "real" if backends.real else "embedded", "gevent": under_gevent, "load": benchlib.load_average(), **{
             f"{name}_version": version for name, version in versions.items()},
+        "lane_ping_us": optional("lane_ping", med),
+        "update_vs_lane_ping": (median([r["progress"] / r["lane_ping"] for r in rounds])
+                                if any("lane_ping" in r for r in rounds) else None),
         "ping_us": med("ping"), "save_us": med("save"), "update_us": med("progress"),
         "store_update_us": med("store_update"), "save_vs_ping": ratio("save"), "update_vs_ping": update_vs_ping,
         "store_update_vs_ping": ratio("store_update"), "ping_cpu_us": med("ping_cpu"),
