@@ -269,10 +269,13 @@ def run_job(app, job_type: str, user_id: str, params: dict[str, Any], timeout: f
 
 
 class CommandCounter:
-    """Counts the Redis commands and round trips a client sends, pipelines included (client side)."""
+    """Counts the Redis commands and round trips a client sends, pipelines included (client side), and those
+    the job store sends on its lane (epm/jobs/lane.py), beside the client's pool."""
 
-    def __init__(self, client):
+    def __init__(self, client, store=None):
         self.client = client
+        self.store = store
+        self._store_call = None
         self.commands = 0
         self.round_trips = 0
         self._lock = threading.Lock()
@@ -304,11 +307,21 @@ class CommandCounter:
 
         self.client.execute_command = counted_command
         self.client.pipeline = counted_pipeline
+        if self.store is not None:
+            store_call = self._store_call = self.store._call
+
+            def counted_call(*args):
+                self._count(1)
+                return store_call(*args)
+
+            self.store._call = counted_call
         return self
 
     def __exit__(self, *exc: object) -> None:
         del self.client.execute_command
         del self.client.pipeline
+        if self.store is not None:
+            self.store._call = self._store_call
 
 
 class EventCounter:
@@ -349,10 +362,11 @@ def tight_loop_figures(app, user_id: str, calls: int, spin_us: int = 0) -> dict[
     with app.app_context():
         from epm.jobs import current_jobs
 
-        channel = current_jobs().store.user_channel(user_id)
+        store = current_jobs().store
+        channel = store.user_channel(user_id)
     events = EventCounter(client, channel)
     started = time.perf_counter()
-    with CommandCounter(client) as commands:
+    with CommandCounter(client, store) as commands:
         final = run_job(app, "bench_progress_loop", user_id, {"calls": calls, "spin_us": spin_us})
     job_seconds = time.perf_counter() - started
     published = events.wait()

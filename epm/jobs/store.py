@@ -417,8 +417,8 @@ class JobStore:
 
     def checkpoint(self, job_id: str, name: str, value: Any) -> None:
         """Keep what a stage computed, for an attempt that resumes the job."""
-        self.redis.hset(self.job_key(job_id), _CHECKPOINT + name, json.dumps(value, separators=(",", ":"),
-                                                                              default=str))
+        self._call("HSET", self.job_key(job_id), _CHECKPOINT + name,
+                   json.dumps(value, separators=(",", ":"), default=str))  # the pulse's, once a second: the lane
 
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         data = self.redis.hgetall(self.job_key(job_id))
