@@ -976,7 +976,7 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
                     f"the first the run above, each later one on fresh servers",
                     ["round", "ours µs", "Flask-SocketIO µs", "ours / theirs", "ours lost", "theirs lost",
                      "ours p99 ms", "theirs p99 ms"],
-                    [[index, a, b, a / b if a and b else None, ours_tally.lost, theirs["tally"].lost,
+                    [[index, a, b, f"{a / b:.3f}" if a and b else None, ours_tally.lost, theirs["tally"].lost,
                       ms(percentile(ours_tally.latencies, 99)), ms(percentile(theirs["tally"].latencies, 99))]
                      for index, (a, b, ours_tally, theirs) in enumerate(pairs, 1)])
         figures["cpu_rounds_vs_flask_socketio"] = ratios
