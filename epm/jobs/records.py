@@ -133,29 +133,26 @@ class Records:
             if job is None or not job.is_terminal:
                 self.store.outbox_remove(job_id)
                 continue
-            if self.record_terminal(job):
-                log.info("outbox: job %s written to the database", job_id, extra=job_fields(job))
-                written += 1
-                continue
-            # Ask again, keeping the error this time: is the database away, or does it refuse this row?
-            with self.app.app_context():
-                try:
-                    db.session.execute(text("SELECT 1"))
-                    db.session.merge(BackgroundJob.from_job(job, None))
-                    db.session.flush()
-                except SQLAlchemyError as exc:
-                    if is_outage(exc):
-                        break
-                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                    self.store.dead_letter(job_id, reason)
-                    log.error("outbox: job %s moved to the dead letters: the database refuses it (%s)",
-                              job_id, reason, extra=job_fields(job))
-                    continue
-                finally:
-                    db.session.rollback()
-            # It went through on the second try (the database came back meanwhile): write it for real.
             if not self.record_terminal(job):
-                break
+                # Ask again, keeping the error this time: is the database away, or does it refuse this row?
+                with self.app.app_context():
+                    try:
+                        db.session.execute(text("SELECT 1"))
+                        db.session.merge(BackgroundJob.from_job(job, None))
+                        db.session.flush()
+                    except SQLAlchemyError as exc:
+                        if is_outage(exc):
+                            break
+                        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                        self.store.dead_letter(job_id, reason)
+                        log.error("outbox: job %s moved to the dead letters: the database refuses it (%s)",
+                                  job_id, reason, extra=job_fields(job))
+                        continue
+                    finally:
+                        db.session.rollback()
+                # It went through on the second try (the database came back meanwhile): write it for real.
+                if not self.record_terminal(job):
+                    break
             log.info("outbox: job %s written to the database", job_id, extra=job_fields(job))
             written += 1
         return written
