@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing
@@ -50,6 +51,7 @@ import re
 import resource
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -748,6 +750,32 @@ def peer_phase(peer: str, backends: Backends, sizes: dict, step_seconds: float, 
             "version": benchlib.versions(peer)[peer], "name": peer}
 
 
+def new_users(app, count: int, tag: str) -> list[User]:
+    """``count`` new accounts with their session cookies; the app's database connections let go after."""
+    users = [User(user_id, benchlib.session_cookie(app, user_id))
+             for user_id in benchlib.create_users(app, count, tag)]
+    with app.app_context():
+        from epm.extensions import db
+
+        db.engine.dispose()
+    return users
+
+
+@contextlib.contextmanager
+def our_server(backends: Backends, interval: float, workers: int, owners: list[User], sizes: dict,
+               files: int) -> Iterator[tuple[Server, Clients]]:
+    """Our server (``EPM_PROGRESS_INTERVAL`` at ``interval``) with the job owners' CSRF sessions on it, and
+    the client processes that follow it."""
+    with Server(backends.server_env(EPM_PROGRESS_INTERVAL=str(interval)), workers=workers) as server:
+        for user in owners:
+            user.cookie, user.csrf = benchlib.csrf_session(server.url, user.cookie)
+        clients = Clients(sizes["processes"], server.port, files)
+        try:
+            yield server, clients
+        finally:
+            clients.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
@@ -786,29 +814,16 @@ def main() -> None:
               f"{benchlib.load_average()}", flush=True)
         app = backends.app()
         if idle_only:
-            count = min(sizes["users"], sizes["idle"])
-            users = [User(user_id, benchlib.session_cookie(app, user_id))
-                     for user_id in benchlib.create_users(app, count, "idler")]
-            with app.app_context():
-                from epm.extensions import db
-
-                db.engine.dispose()
+            users = new_users(app, min(sizes["users"], sizes["idle"]), "idler")
             idle = idle_phase(backends, users, sizes, files, workers)
             report_idle(sizes, idle, {})
             return
         count = max(sizes["users"], sizes["jobs"])
-        users = [User(user_id, benchlib.session_cookie(app, user_id))
-                 for user_id in benchlib.create_users(app, count, "pusher")]
-        with Server(backends.server_env(EPM_PROGRESS_INTERVAL=str(interval)), workers=workers) as server:
-            for user in users[:sizes["jobs"]]:
-                user.cookie, user.csrf = benchlib.csrf_session(server.url, user.cookie)
-            clients = Clients(sizes["processes"], server.port, files)
-            try:
-                push = push_phase(server, clients, backends, users, sizes, args.step_seconds)
-                poll = poll_phase(server, clients, backends, users, sizes, args.step_seconds, conditional=False)
-                etag = poll_phase(server, clients, backends, users, sizes, args.step_seconds, conditional=True)
-            finally:
-                clients.close()
+        users = new_users(app, count, "pusher")
+        with our_server(backends, interval, workers, users[:sizes["jobs"]], sizes, files) as (server, clients):
+            push = push_phase(server, clients, backends, users, sizes, args.step_seconds)
+            poll = poll_phase(server, clients, backends, users, sizes, args.step_seconds, conditional=False)
+            etag = poll_phase(server, clients, backends, users, sizes, args.step_seconds, conditional=True)
         statements = benchlib.list_statements(app, users[-1].cookie)
         with app.app_context():
             from epm.extensions import db
@@ -822,20 +837,9 @@ def main() -> None:
             # one run of each, minutes apart, differs by 5-10% on this kind of machine.
             for number in range(2, args.cpu_rounds + 1):
                 # New users: a user stream's snapshot would hold the last round's jobs, whose steps it never saw.
-                fresh = [User(user_id, benchlib.session_cookie(app, user_id))
-                         for user_id in benchlib.create_users(app, count, f"pusher-round{number}-")]
-                with app.app_context():
-                    from epm.extensions import db
-
-                    db.engine.dispose()
-                with Server(backends.server_env(EPM_PROGRESS_INTERVAL=str(interval)), workers=workers) as server:
-                    for user in fresh[:sizes["jobs"]]:
-                        user.cookie, user.csrf = benchlib.csrf_session(server.url, user.cookie)
-                    clients = Clients(sizes["processes"], server.port, files)
-                    try:
-                        ours = push_phase(server, clients, backends, fresh, sizes, args.step_seconds)
-                    finally:
-                        clients.close()
+                fresh = new_users(app, count, f"pusher-round{number}-")
+                with our_server(backends, interval, workers, fresh[:sizes["jobs"]], sizes, files) as (server, clients):
+                    ours = push_phase(server, clients, backends, fresh, sizes, args.step_seconds)
                 theirs = peer_phase("flask-socketio", backends, sizes, args.step_seconds, files, workers)
                 if theirs is not None:
                     rounds.append((ours, theirs))
