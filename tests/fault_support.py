@@ -293,7 +293,9 @@ class Fleet:
 
 
 def job_state(user: Browserish, job_id: str) -> dict[str, Any]:
-    return user.get(f"/api/background-jobs/{job_id}").json()["job"]
+    response = user.get(f"/api/background-jobs/{job_id}")
+    assert response.status_code == 200, f"job {job_id}: {response.status_code} {response.text[:300]}"
+    return response.json()["job"]
 
 
 def wait_terminal(user: Browserish, job_id: str, timeout: float = 20) -> dict[str, Any]:

@@ -168,6 +168,43 @@ def test_progress_write_after_redis_lost_the_job_writes_the_whole_state(app, pla
     assert plain_redis.zscore(f"{prefix}user:7:jobs", "j1") is not None
 
 
+def test_a_checkpoint_goes_only_into_a_hash_that_holds_the_job(app, plain_redis):
+    store = current_jobs_store(app)
+    key = f"{app.config['EPM_KEY_PREFIX']}job:j1"
+    store.write(_job(), Guard.RECORD)
+    assert store.checkpoint("j1", {"step": 3, "outline": ["a", "b"]}) is True
+    assert store.checkpoints("j1") == {"step": 3, "outline": ["a", "b"]}
+    plain_redis.delete(key)  # Redis lost it (FLUSHALL, a restart without persistence)
+    assert store.checkpoint("j1", {"step": 4}) is False
+    assert plain_redis.exists(key) == 0, "a bare HSET would leave a hash of checkpoints alone"
+
+
+def test_a_hash_a_cancel_request_left_after_redis_lost_the_job_is_no_job(app, plain_redis):
+    store = current_jobs_store(app)
+    store.write(_job(), Guard.RECORD)
+    plain_redis.delete(f"{app.config['EPM_KEY_PREFIX']}job:j1")
+    store.request_cancel("j1")  # the runner elsewhere sees the flag at its next heartbeat
+    assert store.cancel_requested("j1")
+    assert store.load("j1") is None and store.load_many(["j1"]) == {}
+    # The job written back (here: put back as finished) goes over it, and takes the flag away.
+    ended = _job(status=JobStatus.CANCELLED, seq=next_seq(next_seq(0)))
+    assert store.write(ended, Guard.MISSING, ttl=60) == WRITTEN
+    assert store.load("j1").user_id == "7" and not store.cancel_requested("j1")
+
+
+def test_an_orphan_whose_hash_redis_lost_is_ended_from_the_database_s_copy(app, plain_redis):
+    store = current_jobs_store(app)
+    row = _job()
+    store.write(row, Guard.RECORD)
+    plain_redis.delete(f"{app.config['EPM_KEY_PREFIX']}job:j1", store.active_key)
+    store.request_cancel("j1")
+    ended = end_orphan(store, "j1", JobStatus.CANCELLED, error_code=None, error=None, fallback=row)
+    assert ended is not None and ended.status is JobStatus.CANCELLED
+    kept = store.load("j1")
+    assert (kept.status, kept.user_id, kept.job_type, kept.title) == (JobStatus.CANCELLED, "7", "demo_countdown",
+                                                                      "Demo")
+
+
 def test_progress_write_never_overwrites_a_terminal_state(app, plain_redis):
     store = current_jobs_store(app)
     prefix = app.config["EPM_KEY_PREFIX"]

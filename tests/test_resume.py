@@ -308,3 +308,25 @@ def test_a_resumed_jobs_attempts_are_kept_in_its_record(app, user):
         db.session.expire_all()
         recorded = db.session.get(BackgroundJob, "resumedjob").to_job()
     assert recorded.attempt == 2 and recorded.attempts == history
+
+
+def test_the_owner_sees_a_running_job_all_the_while_redis_has_lost_it_and_its_checkpoints_come_back(
+        app, auth_client):
+    store = app.extensions["epm.jobs"].store
+    first = auth_client.post("/api/background-jobs", json={"job_type": "demo_countdown",
+                                                           "params": {"steps": 60, "step_seconds": 0.1}})
+    job_id = first.json["job"]["id"]
+    wait_for(lambda: int(store.checkpoints(job_id).get("step", 1)) > 1, 10, 0.05, "a checkpoint past step 1")
+    store.redis.delete(*store.redis.scan_iter(match=app.config["EPM_KEY_PREFIX"] + "*"))
+
+    # Until the runner has written it all back (its checkpoints after it), the job comes from its row (as
+    # started: pending); a checkpoint written into the lost hash meanwhile never stands for the job.
+    seen = []
+    while not (live(app, job_id) and store.checkpoints(job_id)) and len(seen) < 500:
+        answer = auth_client.get(f"/api/background-jobs/{job_id}")
+        seen.append(answer.status_code)
+        assert answer.status_code == 200 and answer.json["job"]["status"] in ("pending", "running"), answer.json
+        time.sleep(0.01)
+    assert int(store.checkpoints(job_id)["step"]) > 1, "the checkpoint written back"
+    assert live(app, job_id).user_id == first.json["job"]["user_id"]
+    auth_client.post(f"/api/background-jobs/{job_id}/cancel")

@@ -61,7 +61,8 @@ END_PATIENCE = 3600.0
 class LiveJob:
     """One running job: its state (``job``), its ``phase`` and the pulse that writes them."""
 
-    def __init__(self, job: Job, store: JobStore, interval: float, heartbeat_every: float):
+    def __init__(self, job: Job, store: JobStore, interval: float, heartbeat_every: float,
+                 checkpoints: dict[str, Any] | None = None):
         self.job = job
         self.store = store
         self.interval = interval
@@ -72,7 +73,10 @@ class LiveJob:
         self.stopped = threading.Event()
         self._wake = threading.Event()
         self._pending: str | None = None
-        self._checkpoints: dict[str, Any] = {}
+        self._checkpoints: dict[str, Any] = {}  # not yet in Redis
+        # Every checkpoint's last value (those a resumed attempt began with too): all written again after
+        # Redis lost the job's hash, with the job.
+        self._kept: dict[str, Any] = dict(checkpoints or {})
         self._patient = True
         self._pulse: threading.Thread | None = None
         # The pulse tried the first write (the running state) / the terminal write once.
@@ -191,6 +195,7 @@ class LiveJob:
     def checkpoint(self, name: str, value: Any) -> None:
         with self.lock:
             self._checkpoints[name] = value
+            self._kept[name] = value
         if time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
             self._wake.set()  # the first in a second is written at once
 
@@ -249,8 +254,8 @@ class LiveJob:
             if now >= next_beat:
                 next_beat = now + self.heartbeat_every
                 self._beat()
-            if self._checkpoints and now - self._last_checkpoint >= CHECKPOINT_EVERY:
-                self._write_checkpoints(now)
+            if self._checkpoints and now - self._last_checkpoint >= CHECKPOINT_EVERY and self._pending is not _WHOLE:
+                self._write_checkpoints(now)  # after a whole write due first: Redis may have lost the hash
             due = next_beat if pending is None else min(next_beat, due_write)
             if eager and pending is None:
                 # Reports come faster than the pace: wake when the next write may go, so that the next
@@ -348,10 +353,15 @@ class LiveJob:
             unsaved, self._checkpoints = self._checkpoints, {}
         self._last_checkpoint = now
         try:
-            for name, value in unsaved.items():
-                self.store.checkpoint(self.job.id, name, value)
+            kept = self.store.checkpoint(self.job.id, unsaved)
         except redis.RedisError as exc:
-            log.info("job %s: checkpoints not kept (%s)", self.job.id, exc, extra=job_fields(self.job))
+            log.info("job %s: checkpoints not kept yet (%s)", self.job.id, exc, extra=job_fields(self.job))
+            kept = False
+        if not kept:
+            # Redis failed, or lost the job's hash (the heartbeat has the whole job written back): keep them
+            # for the next try; a value the operation set since then is newer and stays.
+            with self.lock:
+                self._checkpoints = {**unsaved, **self._checkpoints}
 
     def _beat(self) -> None:
         started = time.monotonic()
@@ -371,8 +381,10 @@ class LiveJob:
         self._last_heard = started
         if not beat.whole or self._redis_failing:
             # Redis lost the job or part of it (restart without persistence, FLUSHALL, a failover to a
-            # lagging replica) or was away: write it all back, its duplicate-start lock included.
+            # lagging replica) or was away: write it all back, its duplicate-start lock and checkpoints
+            # included.
             with self.lock:
                 self._pending = _WHOLE
+                self._checkpoints = dict(self._kept)
         if beat.cancel:
             self.cancel()

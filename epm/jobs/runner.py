@@ -66,7 +66,7 @@ class Runner:
         Once shutdown began the job is not run: it is left for another process to resume, or ends at
         once as interrupted, so it can be retried.
         """
-        live = LiveJob(job, self.store, self.interval, self.heartbeat_every)
+        live = LiveJob(job, self.store, self.interval, self.heartbeat_every, checkpoints)
         if not self._accepting:
             self._stop_for_shutdown(live, operation)
             return

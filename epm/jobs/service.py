@@ -228,7 +228,8 @@ class JobService:
         job.cancel_requested = True
         if job_id not in self.runner.running:
             # No runner here: if none anywhere (its heartbeat lapsed), end it now.
-            orphan = end_orphan(self.store, job_id, JobStatus.CANCELLED, error_code=None, error=None)
+            orphan = end_orphan(self.store, job_id, JobStatus.CANCELLED, error_code=None, error=None,
+                                fallback=job)  # the job as read above, should Redis have lost its hash
             if orphan is not None:
                 self.records.record_terminal(orphan)
                 return orphan

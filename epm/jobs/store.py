@@ -39,7 +39,8 @@ class Guard(StrEnum):
     ORPHAN = "orphan"
     #: the durable record: whatever Redis holds
     RECORD = "record"
-    #: a new job, or a finished one put back: only where Redis has no hash for it
+    #: a new job, or a finished one put back: only where Redis holds no job under its id (no hash, or
+    #: only what a cancel request left after Redis lost the job)
     MISSING = "missing"
 
 
@@ -71,6 +72,7 @@ class JobStore:
         self._write_script = client.register_script(_WRITE_LUA)
         self._hand_over_script = client.register_script(_HAND_OVER)
         self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
+        self._checkpoint_script = client.register_script(_CHECKPOINT_LUA)
         self._payloads = ProgressPayloads()
         self._lane = Lane.for_client(client)
         self._call = self._lane.execute if self._lane is not None else client.execute_command
@@ -204,7 +206,13 @@ class JobStore:
                     attempt=int(attempt) if attempt else None, whole=bool(status) and whole == 1)
 
     def request_cancel(self, job_id: str) -> None:
+        """Flag the job for its runner, wherever it runs. Where Redis lost the job's hash this leaves one
+        with the flag alone, which readers do not take for a job; the runner sees the flag at its next
+        heartbeat, and writes the job back around it."""
         self.redis.hset(self.job_key(job_id), "cancel_requested", "1")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.redis.hget(self.job_key(job_id), "cancel_requested") == "1"
 
     def expire(self, job_id: str) -> None:
         """Let a finished job's hash go after the retention period (its record is in the database)."""
@@ -294,8 +302,7 @@ class JobStore:
 
     # -- reading -------------------------------------------------------------------------------
     def load(self, job_id: str) -> Job | None:
-        data = self.redis.hgetall(self.job_key(job_id))
-        return Job.from_hash(data) if data else None
+        return _job_or_none(self.redis.hgetall(self.job_key(job_id)))
 
     def load_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
         ids = list(job_ids)
@@ -304,7 +311,8 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(self.job_key(job_id))
-        return {job_id: Job.from_hash(data) for job_id, data in zip(ids, pipe.execute(), strict=True) if data}
+        jobs = {job_id: _job_or_none(data) for job_id, data in zip(ids, pipe.execute(), strict=True)}
+        return {job_id: job for job_id, job in jobs.items() if job is not None}
 
     def seqs(self, job_ids: Iterable[str]) -> dict[str, int]:
         """The seq of each job's last write (jobs whose hash is gone are left out). One round trip."""
@@ -373,18 +381,19 @@ class JobStore:
         """
         for _ in range(_ORPHAN_TRIES):
             data = self.redis.hgetall(self.job_key(job_id))
-            if not data and fallback is None:
+            live = _job_or_none(data)
+            if live is None and fallback is None:
                 self.redis.zrem(self.active_key, job_id)
                 return None
-            job = Job.from_hash(data) if data else fallback
+            job = live or fallback
             if job.is_terminal:
-                if not data:
+                if live is None:
                     # Redis lost a job that had finished: show it as finished again, stop watching it.
                     self.write(job, Guard.MISSING, ttl=self.retention)
                 else:
                     self.redis.zrem(self.active_key, job_id)
                 return None
-            expected = data.get("seq", "") if data else ""
+            expected = data.get("seq", "") if live is not None else ""
             job = change(job)
             job.seq = next_seq(job.seq)
             outcome = self.write(job, Guard.ORPHAN, expected_seq=expected,
@@ -415,10 +424,15 @@ class JobStore:
         raw = self.redis.hget(self.job_key(job_id), "params")
         return json.loads(raw) if raw else None
 
-    def checkpoint(self, job_id: str, name: str, value: Any) -> None:
-        """Keep what a stage computed, for an attempt that resumes the job."""
-        self._call("HSET", self.job_key(job_id), _CHECKPOINT + name,
-                   json.dumps(value, separators=(",", ":"), default=str))  # the pulse's, once a second: the lane
+    def checkpoint(self, job_id: str, values: dict[str, Any]) -> bool:
+        """Keep what the stages computed, for an attempt that resumes the job. One ``EVALSHA`` on the lane
+        (the pulse's, once a second). False, writing nothing, where Redis holds no job under that id (it
+        lost the hash): the runner writes the whole job back first, then these again."""
+        if not values:
+            return True
+        fields = [item for name, value in values.items()
+                  for item in (_CHECKPOINT + name, json.dumps(value, separators=(",", ":"), default=str))]
+        return self._evalsha(self._checkpoint_script, 1, self.job_key(job_id), *fields) == 1
 
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         data = self.redis.hgetall(self.job_key(job_id))
@@ -647,7 +661,7 @@ local guard = ARGV[2]
 local state = redis.call('HMGET', KEYS[1], 'status', 'seq', 'attempt')
 local status = state[1]
 if guard == 'missing' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  if status then return 0 end
 elseif guard ~= 'record' then
   if TERMINAL_TEST then return 0 end
   if guard == 'runner' then
@@ -684,6 +698,14 @@ end
 return 1
 """.replace("TERMINAL_TEST", " or ".join(f"status == '{status.value}'" for status in sorted(TERMINAL)))
 
+# KEYS: job hash. ARGV: checkpoint field/value pairs. Only into a hash that holds a job: a bare HSET after
+# Redis lost the hash would make one of checkpoints alone, which readers would take for a job with no owner.
+_CHECKPOINT_LUA = """
+if redis.call('HEXISTS', KEYS[1], 'status') == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
 # KEYS: job hash, active set. ARGV: id, the handing runner's attempt.
 _HAND_OVER = """
 local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
@@ -692,3 +714,9 @@ if tonumber(state[2] or '1') ~= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return 1
 """
+
+
+def _job_or_none(data: dict[str, str]) -> Job | None:
+    """The job a hash holds; None for no hash, or for one without a status: what a write keyed on the job
+    alone (a cancel request) leaves after Redis lost the job, until its runner writes it all back."""
+    return Job.from_hash(data) if "status" in data else None

@@ -144,6 +144,9 @@ class Upkeep:
                             "unavailable (%s)", job_id, exc, extra={"job_id": job_id})
                 return None
             job = fallback = row.to_job() if row is not None else None
+            if job is not None:
+                # A cancel asked for after the loss is all Redis holds of the job now.
+                job.cancel_requested = self.store.cancel_requested(job_id)
         if resume and job is not None and not job.is_terminal and not job.cancel_requested:
             resumed = self._resume(job, fallback)
             if resumed is not False:
