@@ -6,6 +6,8 @@ import json
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from epm.jobs import JobContext, current_jobs
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
@@ -321,3 +323,12 @@ def test_progress_event_is_the_jobs_json_byte_for_byte(app, plain_redis):
         received = _two_events(pubsub)
         assert [m["data"] for m in received] == [job.to_json(), job.to_json()]
     pubsub.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(),
+                 st.dictionaries(st.text(max_size=5), st.one_of(st.none(), st.floats(), st.integers()), max_size=3)))
+def test_a_progress_event_encodes_each_moving_value_as_json_dumps_does(value):
+    from epm.jobs.store import _encode
+
+    assert _encode(value) == json.dumps(value, separators=(",", ":"), default=str)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import logging
+import math
 import operator
 import time
 from collections.abc import Iterable
@@ -630,10 +631,15 @@ def _template(data: dict[str, Any]) -> tuple[list[str], tuple[str, ...]]:
 def _encode(value: Any) -> str:
     """One JSON value as ``Job.to_json`` writes it (the ones a report changes: int, str or None; the clock's:
     a float or a dict)."""
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         return _encode_str(value)
-    if type(value) is int:
+    if kind is int:
         return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)  # as json.dumps writes a finite float
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
