@@ -73,10 +73,10 @@ class LiveJob:
         self.stopped = threading.Event()
         self._wake = threading.Event()
         self._pending: str | None = None
-        self._checkpoints: dict[str, Any] = {}  # not yet in Redis
-        # Every checkpoint's last value (those a resumed attempt began with too): all written again after
-        # Redis lost the job's hash, with the job.
+        # Every checkpoint's last value (those a resumed attempt began with too), and the names of those not
+        # yet in Redis: all of them again after Redis lost the job's hash.
         self._kept: dict[str, Any] = dict(checkpoints or {})
+        self._unsaved: set[str] = set()
         self._patient = True
         self._pulse: threading.Thread | None = None
         # The pulse tried the first write (the running state) / the terminal write once.
@@ -194,8 +194,8 @@ class LiveJob:
 
     def checkpoint(self, name: str, value: Any) -> None:
         with self.lock:
-            self._checkpoints[name] = value
             self._kept[name] = value
+            self._unsaved.add(name)
         if time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
             self._wake.set()  # the first in a second is written at once
 
@@ -254,7 +254,7 @@ class LiveJob:
             if now >= next_beat:
                 next_beat = now + self.heartbeat_every
                 self._beat()
-            if self._checkpoints and now - self._last_checkpoint >= CHECKPOINT_EVERY and self._pending is not _WHOLE:
+            if self._unsaved and now - self._last_checkpoint >= CHECKPOINT_EVERY and self._pending is not _WHOLE:
                 self._write_checkpoints(now)  # after a whole write due first: Redis may have lost the hash
             due = next_beat if pending is None else min(next_beat, due_write)
             if eager and pending is None:
@@ -265,7 +265,7 @@ class LiveJob:
                     due = min(due, next_write)
                 else:
                     eager = False
-            if self._checkpoints:
+            if self._unsaved:
                 due = min(due, self._last_checkpoint + CHECKPOINT_EVERY)
             with self.lock:
                 if self._pending is not pending or self.phase is not phase:
@@ -350,18 +350,19 @@ class LiveJob:
 
     def _write_checkpoints(self, now: float) -> None:
         with self.lock:
-            unsaved, self._checkpoints = self._checkpoints, {}
+            unsaved, self._unsaved = self._unsaved, set()
+            values = {name: self._kept[name] for name in unsaved}
         self._last_checkpoint = now
         try:
-            kept = self.store.checkpoint(self.job.id, unsaved)
+            kept = self.store.checkpoint(self.job.id, values)
         except redis.RedisError as exc:
             log.info("job %s: checkpoints not kept yet (%s)", self.job.id, exc, extra=job_fields(self.job))
             kept = False
         if not kept:
             # Redis failed, or lost the job's hash (the heartbeat has the whole job written back): keep them
-            # for the next try; a value the operation set since then is newer and stays.
+            # for the next try (with any value the operation set since).
             with self.lock:
-                self._checkpoints = {**unsaved, **self._checkpoints}
+                self._unsaved |= unsaved
 
     def _beat(self) -> None:
         started = time.monotonic()
@@ -385,6 +386,6 @@ class LiveJob:
             # included.
             with self.lock:
                 self._pending = _WHOLE
-                self._checkpoints = dict(self._kept)
+                self._unsaved = set(self._kept)
         if beat.cancel:
             self.cancel()

@@ -312,8 +312,8 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(self.job_key(job_id))
-        jobs = {job_id: _job_or_none(data) for job_id, data in zip(ids, pipe.execute(), strict=True)}
-        return {job_id: job for job_id, job in jobs.items() if job is not None}
+        return {job_id: job for job_id, data in zip(ids, pipe.execute(), strict=True)
+                if (job := _job_or_none(data)) is not None}
 
     def seqs(self, job_ids: Iterable[str]) -> dict[str, int]:
         """The seq of each job's last write (jobs whose hash is gone are left out). One round trip."""
@@ -394,7 +394,7 @@ class JobStore:
                 else:
                     self.redis.zrem(self.active_key, job_id)
                 return None
-            expected = data.get("seq", "") if live is not None else ""
+            expected = data.get("seq", "")  # "" for no hash, or one a cancel request left (no seq either)
             job = change(job)
             job.seq = next_seq(job.seq)
             outcome = self.write(job, Guard.ORPHAN, expected_seq=expected,
