@@ -976,13 +976,19 @@ def report(backends: Backends, sizes: dict, workers: int, step_seconds: float, p
         pairs = [(ours_all_us, figures["flask_socketio_all_cpu_us_per_event"], tally, peers_by_name["flask-socketio"])]
         pairs += [(all_cpu_us(ours), all_cpu_us(theirs), ours["tally"], theirs) for ours, theirs in rounds]
         ratios = [a / b for a, b, _, _ in pairs if a and b]
+        # Where our µs went, round by round: a rise in the later rounds shows in the server or in Redis.
+        splits = [(per_event(phase["cpu_seconds"], phase["tally"]),
+                   per_event(phase["redis_cpu_seconds"], phase["tally"])) for phase in [push, *(o for o, _ in rounds)]]
+        figures["ours_server_us_rounds"] = [split[0] for split in splits]
+        figures["ours_redis_us_rounds"] = [split[1] for split in splits]
         print_table(f"CPU per delivered event (all CPU), ours and Flask-SocketIO's in turn: {len(pairs)} round(s), "
                     f"the first the run above, each later one on fresh servers",
-                    ["round", "ours µs", "Flask-SocketIO µs", "ours / theirs", "ours lost", "theirs lost",
-                     "ours p99 ms", "theirs p99 ms"],
-                    [[index, a, b, f"{a / b:.3f}" if a and b else None, ours_tally.lost, theirs["tally"].lost,
-                      ms(percentile(ours_tally.latencies, 99)), ms(percentile(theirs["tally"].latencies, 99))]
-                     for index, (a, b, ours_tally, theirs) in enumerate(pairs, 1)])
+                    ["round", "ours µs", "of which server", "of which Redis", "Flask-SocketIO µs", "ours / theirs",
+                     "ours lost", "theirs lost", "ours p99 ms", "theirs p99 ms"],
+                    [[index, a, *split, b, f"{a / b:.3f}" if a and b else None, ours_tally.lost,
+                      theirs["tally"].lost, ms(percentile(ours_tally.latencies, 99)),
+                      ms(percentile(theirs["tally"].latencies, 99))]
+                     for index, ((a, b, ours_tally, theirs), split) in enumerate(zip(pairs, splits, strict=True), 1)])
         figures["cpu_rounds_vs_flask_socketio"] = ratios
         figures["all_cpu_per_event_vs_flask_socketio_median"] = median(ratios) if ratios else None
         print(f"median of the per-round ratios: {figures['all_cpu_per_event_vs_flask_socketio_median']:.3f}; "
