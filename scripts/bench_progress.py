@@ -86,11 +86,11 @@ def cost_probe(ctx) -> dict[str, Any]:
     store.write(shadow, Guard.RECORD)
     peers = Peers(current_app.config["REDIS_URL"], store.prefix)
     peer_designs = peers.designs()
-    # Someone follows every channel written to (a stream's hub, a Celery result waiter), as in production:
-    # a PUBLISH that reaches a subscriber costs Redis more than one that reaches nobody.
-    listener = Listener(current_app.config["REDIS_URL"],
-                        [store.job_channel(ctx.job_id), store.user_channel(ctx.user_id), store.job_channel(shadow.id),
-                         *peers.channels])
+    # Channels are followed as in production: a PUBLISH that reaches a subscriber costs Redis more than one
+    # that reaches nobody. epm's event streams, of a user and of one job alike, follow the user's channel (a
+    # process's hub); a job's own channel is there for an operator's ``redis-cli SUBSCRIBE``, followed by
+    # nobody while nobody looks. The peers' channels have their waiters (Celery's result waiter).
+    listener = Listener(current_app.config["REDIS_URL"], [store.user_channel(ctx.user_id), *peers.channels])
     live = ctx._live
     live.interval = 86_400.0  # the pulse leaves this job's progress writes to the turns below
 
@@ -514,8 +514,10 @@ def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, flo
                  row(f"Celery {versions.get('celery')}: Task.update_state (Redis backend)", "celery_update_state",
                      0),
                  row("naive: UPDATE background_jobs ...; COMMIT", "naive", 1)])
-    print(f"A subscriber ({'redis-cli SUBSCRIBE' if listened else 'none: redis-cli missing'}) followed the "
-          f"{listened} channels the designs publish on; {'under gevent' if under_gevent else 'plain threads'}")
+    print(f"A subscriber ({'redis-cli SUBSCRIBE' if listened else 'none: redis-cli missing'}) followed "
+          f"{listened} channel(s), as in production: epm's user channel and the peers' (a job's own channel, "
+          f"which nobody follows unless an operator looks, is published to unheard); "
+          f"{'under gevent' if under_gevent else 'plain threads'}")
 
     jobs, steps = sizes["jobs"], sizes["steps"]
     writes = sum(map(benchlib.is_write, ours)) / jobs
@@ -546,7 +548,8 @@ def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, flo
 
     figures = {
         "backend": "real" if backends.real else "embedded", "gevent": under_gevent, "load": benchlib.load_average(), **{
-            f"{name}_version": version for name, version in versions.items()},
+            # "redis" is the client's distribution (redis-py), not the server's version
+            f"{'redis_py' if name == 'redis' else name}_version": version for name, version in versions.items()},
         "lane_ping_us": optional("lane_ping", med),
         "update_vs_lane_ping": (median([r["progress"] / r["lane_ping"] for r in rounds])
                                 if any("lane_ping" in r for r in rounds) else None),
