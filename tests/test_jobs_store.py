@@ -332,3 +332,17 @@ def test_a_progress_event_encodes_each_moving_value_as_json_dumps_does(value):
     from epm.jobs.store import _encode
 
     assert _encode(value) == json.dumps(value, separators=(",", ":"), default=str)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.floats(min_value=0, max_value=4e9, allow_nan=False),
+                 # the edges: a fraction that rounds up into the next second, and one just over a millisecond
+                 st.integers(0, 4_000_000_000).map(lambda second: second + 0.9999996),
+                 st.integers(0, 4_000_000_000).map(lambda second: second + 0.0010004)))
+def test_the_pulses_timestamp_is_the_one_iso_gives_for_the_same_instant(instant):
+    from datetime import UTC, datetime
+
+    from epm.jobs.job import iso_now
+
+    assert iso_now(instant) == iso(datetime.fromtimestamp(instant, UTC))
+    assert iso_now(instant) == iso_now(instant)  # the cached second does not leak into another instant

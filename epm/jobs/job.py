@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -31,6 +32,29 @@ TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# The second of the last ``iso_now`` and its "YYYY-MM-DDTHH:MM:SS" (one tuple: threads read it whole).
+_NOW_PREFIX: tuple[float, str] = (-1.0, "")
+
+
+def iso_now(now: float | None = None) -> str:
+    """``iso(utcnow())`` for the time ``now`` (``time.time()``), without a datetime: a job's pulse stamps
+    every write with it. The date and time to the second are formatted once a second; the milliseconds are
+    what ``iso`` gives (the microseconds rounded as ``datetime.fromtimestamp`` rounds them, then cut)."""
+    global _NOW_PREFIX
+    if now is None:
+        now = time.time()
+    fraction, whole = math.modf(now)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    second, prefix = _NOW_PREFIX
+    if second != whole:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _NOW_PREFIX = (whole, prefix)
+    return f"{prefix}.{micros // 1000:03d}Z"
 
 
 def iso(value: datetime | None) -> str | None:

@@ -28,7 +28,7 @@ from .. import signals
 from ..logs import job_fields
 from . import steps
 from .context import JobCancelled, ShuttingDown
-from .job import RESUMED_MESSAGE, Job, JobStatus, iso, next_seq, utcnow
+from .job import RESUMED_MESSAGE, Job, JobStatus, iso, iso_now, next_seq, utcnow
 from .store import WRITTEN, Guard
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ class LiveJob:
             self._pending = None
             job = self.job
             job.seq = next_seq(job.seq)
-            job.updated_at = iso(utcnow())
+            job.updated_at = iso_now()
             started = self._last_write = time.monotonic()
             try:
                 if kind is _PROGRESS:
