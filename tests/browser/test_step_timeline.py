@@ -3,7 +3,7 @@
 step done (with its duration), current (turning, its time so far) or to come; the time left from earlier runs
 with its basis; axe-core finds nothing on any of these states.
 
-The module runs its own server pacing each stage at 3.5 s (an EPM generation lasts about half a minute), so a
+The module runs its own server pacing each stage at 2.5 s (an EPM generation lasts about 20 s), so a
 running state lasts long enough to be looked at and audited at both widths. Its screenshots are
 ``steps-*.png`` and its axe totals ``axe-totals-steps.json`` in the screenshots directory.
 """
@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import SCREENS, browser_server, screenshot, wait_ready, watched_user
 from tests.browser.test_accessibility import WIDTHS, audit
 
-STAGE_SECONDS = 3.5
+STAGE_SECONDS = 2.5
 STEPS = 8
 CARD = 'section.operation[data-operation="epm_generation"]'
 
