@@ -46,15 +46,9 @@ def pack(*args: object) -> bytes:
     return b"".join(out)
 
 
-def _read_replies(sock: socket.socket, count: int) -> None:
-    """Read ``count`` replies (a MULTI's: +OK, a +QUEUED per command, then EXEC's array, which ends with the
-    last PUBLISH's integer); every reply here is short."""
+def _read_lines(sock: socket.socket, lines: int) -> None:
+    """Read until ``lines`` reply lines are in (every reply here is short)."""
     data = sock.recv(65536)
-    if count == 1:
-        return
-    # MULTI: "+OK", one "+QUEUED" per command, then "*5" and five replies: HMGET's array of two bulk strings
-    # (5 lines) and four integers. Read until all those lines are in.
-    lines = 1 + (count - 2) + 1 + 5 + 4
     while data.count(b"\r\n") < lines:
         data += sock.recv(65536)
 
@@ -76,6 +70,7 @@ def main() -> None:
                                   stdout=subprocess.DEVNULL)
     payload = "x" * 600
     report = (5, "Step 5 of 10", 1764547200000, "2026-12-01T00:00:00.000Z", 1)
+    multi = "MULTI of the script's writes, as in production"
     commands = {
         "PING": pack("PING"),
         "HSET of 4 fields": pack("HSET", job, "progress", 5, "message", "Step 5 of 10", "seq", 1764547200000,
@@ -86,7 +81,7 @@ def main() -> None:
         "EVALSHA progress script, nobody follows": pack("EVALSHA", sha, 2, job, version, unfollowed + "1",
                                                         unfollowed + "2", payload, *report),
         # The script's calls without the script: what Lua adds (the checks of status and attempt aside).
-        "MULTI of the script's writes, as in production": b"".join([
+        multi: b"".join([
             pack("MULTI"), pack("HMGET", job, "status", "attempt"),
             pack("HSET", job, "progress", 5, "message", "Step 5 of 10", "seq", 1764547200000, "updated_at",
                  "2026-12-01T00:00:00.000Z"),
@@ -94,7 +89,9 @@ def main() -> None:
             pack("EXEC")]),
         "EVALSHA of an empty script": pack("EVALSHA", empty, 0),
     }
-    replies = {name: packed.count(b"\r\n*") + 1 if name.startswith("MULTI") else 1 for name, packed in commands.items()}
+    # Reply lines of each: one, but the MULTI's "+OK", five "+QUEUED", then EXEC's "*5" with HMGET's array
+    # of two bulk strings (5 lines) and four integers.
+    lines = {name: 1 for name in commands} | {multi: 1 + 5 + 1 + 5 + 4}
     try:
         time.sleep(0.5)  # the subscriber's SUBSCRIBE is in
         sock = socket.create_connection((host, port))
@@ -105,7 +102,7 @@ def main() -> None:
             for name, packed in commands.items():
                 start = clock()
                 sock.sendall(packed)
-                _read_replies(sock, replies[name])
+                _read_lines(sock, lines[name])
                 times[name].append(clock() - start)
         sock.close()
     finally:
