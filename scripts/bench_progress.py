@@ -611,7 +611,8 @@ def report(backends: Backends, sizes: dict[str, int], rounds: list[dict[str, flo
         })
     verdicts = [
         ("update <= 1.3x PING, machine idle", update_vs_ping <= 1.3),
-        *([("update <= 1.3x PING, one core busy", busy_update_vs_ping <= 1.3)] if busy_update_vs_ping else []),
+        *([("update <= 1.3x PING, one core busy", busy_update_vs_ping <= 1.3)] if busy_update_vs_ping is not None
+          else []),
         ("zero DB statements per update", progress_statements == 0),
         ("2 DB writes per job", writes == 2),
     ]

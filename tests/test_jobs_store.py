@@ -344,5 +344,8 @@ def test_the_pulses_timestamp_is_the_one_iso_gives_for_the_same_instant(instant)
 
     from epm.jobs.job import iso_now
 
-    assert iso_now(instant) == iso(datetime.fromtimestamp(instant, UTC))
-    assert iso_now(instant) == iso_now(instant)  # the cached second does not leak into another instant
+    expected = iso(datetime.fromtimestamp(instant, UTC))
+    assert iso_now(instant) == expected
+    # The second cached for another instant does not leak into this one's.
+    iso_now(instant + 1.0)
+    assert iso_now(instant) == expected
