@@ -38,9 +38,11 @@ from typing import Any
 import benchlib
 from benchlib import Backends, median, print_table, statement_counter
 
+from epm.jobs import steps as job_steps
 from epm.jobs.job import Job, JobStatus, iso, next_seq, utcnow
-from epm.jobs.registry import operation
+from epm.jobs.registry import get_operation, operation
 from epm.jobs.store import Guard
+from epm.operations.program import generate_program  # noqa: F401 (registers epm_generation, whose steps are used)
 
 SIZES = {
     # rounds of (ping, save, progress, ..., naive); turns per round; a naive update every n-th turn;
@@ -51,7 +53,33 @@ SIZES = {
 
 
 # -- the jobs the benchmark runs (through the real JobService and Runner) ----------------------------
-@operation("bench_progress_costs", title="Progress cost probe", requires_session=False)
+#: The measured jobs are shaped as an EPM generation in its third step, with an estimate from earlier runs: the
+#: event a report publishes carries the timeline and the estimate (1.5 KB), not a bare job's (0.4 KB).
+EPM_STEPS = get_operation("epm_generation").steps
+AT_STEP = 2
+
+
+def epm_shaped(job: Job, estimate: dict[str, Any]) -> Job:
+    """``job`` with an EPM generation's timeline, in its third step, and ``estimate``."""
+    job.timeline = job_steps.plan(EPM_STEPS)
+    for name in EPM_STEPS[:AT_STEP + 1]:
+        job_steps.advance(job, name)
+    job.estimate = estimate
+    return job
+
+
+def seed_history(app, user_id: str, job_type: str) -> None:
+    """Earlier runs of ``job_type`` for the user, so that its runs have an estimate (steps.load_estimate)."""
+    from epm.jobs import current_jobs
+
+    with app.app_context():
+        store = current_jobs().store
+        runs = [json.dumps([sum(durations), *durations]) for durations in
+                ([2.5 + 0.1 * run] * len(EPM_STEPS) for run in range(job_steps.OWN_RUNS + 2))]
+        store.redis.lpush(store.user_history_key(user_id, job_type), *runs)
+
+
+@operation("bench_progress_costs", title="Progress cost probe", requires_session=False, steps=EPM_STEPS)
 def cost_probe(ctx) -> dict[str, Any]:
     """Times each design's progress write call by call in turn, with unrelated work between any two calls.
 
@@ -79,6 +107,10 @@ def cost_probe(ctx) -> dict[str, Any]:
     now = iso(utcnow())
     shadow = Job(id=uuid.uuid4().hex, job_type="bench_progress_costs", user_id=ctx.user_id, title="Shadow",
                  status=JobStatus.RUNNING, created_at=now, started_at=now)
+    # The status changes' own job: a whole write drops the job's progress template (its state changed), and a
+    # job's reports follow reports, not a whole write each.
+    whole = Job(id=uuid.uuid4().hex, job_type="bench_progress_costs", user_id=ctx.user_id, title="Whole",
+                status=JobStatus.RUNNING, created_at=now, started_at=now)
     naive = Job(id=uuid.uuid4().hex, job_type="bench_progress_costs", user_id=ctx.user_id, title="Naive",
                 status=JobStatus.RUNNING, created_at=now, started_at=now)
 
@@ -89,7 +121,13 @@ def cost_probe(ctx) -> dict[str, Any]:
         job.updated_at = iso(utcnow())
         return job
 
-    store.write(shadow, Guard.RECORD)
+    for stage in EPM_STEPS[:AT_STEP + 1]:
+        ctx.stage(0, stage, seconds=0)
+    estimate = ctx._live.job.estimate
+    if not estimate:
+        raise RuntimeError("the probe's job has no estimate: its history was not seeded")
+    for job in (shadow, whole):
+        store.write(epm_shaped(job, estimate), Guard.RECORD)
     peers = Peers(current_app.config["REDIS_URL"], store.prefix)
     peer_designs = peers.designs()
     # Channels are followed as in production: a PUBLISH that reaches a subscriber costs Redis more than one
@@ -110,7 +148,7 @@ def cost_probe(ctx) -> dict[str, Any]:
         **({"lane_ping": lambda index: store._call("PING")} if store._lane is not None else {}),
         "progress": report_and_write,
         "store_update": lambda index: store.save_progress(step(shadow, index)),
-        "save": lambda index: store.write(step(shadow, index), Guard.RECORD),
+        "save": lambda index: store.write(step(whole, index), Guard.RECORD),
         **peer_designs,
     }
     unrelated = benchlib.unrelated_work
@@ -282,6 +320,7 @@ class CommandCounter:
         self.client = client
         self.store = store
         self._store_call = None
+        self._store_send = None
         self.commands = 0
         self.round_trips = 0
         self._lock = threading.Lock()
@@ -321,6 +360,13 @@ class CommandCounter:
                 return store_call(*args)
 
             self.store._call = counted_call
+            store_send = self._store_send = getattr(self.store, "_send", None)
+            if store_send is not None:
+                def counted_send(packed):
+                    self._count(1)
+                    return store_send(packed)
+
+                self.store._send = counted_send
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -328,6 +374,8 @@ class CommandCounter:
         del self.client.pipeline
         if self.store is not None:
             self.store._call = self._store_call
+            if self._store_send is not None:
+                self.store._send = self._store_send
 
 
 class EventCounter:
@@ -463,6 +511,7 @@ def main() -> None:
         app = backends.app()
         direct = backends.app(EPM_PROGRESS_INTERVAL=0)
         user_id = str(benchlib.create_users(app, 1, "progress")[0])
+        seed_history(app, user_id, "bench_progress_costs")
 
         params = {"rounds": sizes["rounds"], "calls": sizes["calls"], "naive_every": sizes["naive_every"]}
         probe = run_job(direct, "bench_progress_costs", user_id, params, timeout=1800)
