@@ -26,6 +26,9 @@ def server():
     own.stop()
 
 
+PING = b"*1\r\n$4\r\nPING\r\n"
+
+
 def _client(url: str, **kwargs) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(url, decode_responses=True, socket_timeout=1,
                                                  socket_connect_timeout=1, **kwargs)
@@ -57,6 +60,8 @@ def test_the_lane_connects_again_after_a_restart_and_raises_while_redis_is_down(
     assert lane.execute("PING") == "PONG"
     server.restart()  # the idle connection is now dead: the next command is tried once on a new one
     assert lane.execute("PING") == "PONG"
+    server.restart()
+    assert lane.send(PING) == "PONG"  # a command packed by the caller too
     server.stop()
     with pytest.raises(redis.ConnectionError):
         lane.execute("PING")
@@ -102,6 +107,24 @@ def test_a_burst_opens_at_most_its_share_of_connections_and_keeps_them(server, m
         for _ in range(50):  # the next writes reuse them: no connection is made per write
             assert lane.execute("PING") == "PONG"
         assert {c["id"] for c in _lane_clients(control, "lane-burst")} == before
+    lane.close()
+    client.close()
+
+
+def test_a_packed_command_goes_through_the_pool_while_the_lane_is_full(server, monkeypatch):
+    monkeypatch.setattr(lane_module, "MOST", 1)
+    client = _client(server.url, client_name="lane-full")
+    lane = Lane.for_client(client)
+    replies: list = []
+    blocked = threading.Thread(target=lambda: replies.append(lane.execute("BLPOP", "go", 30)))
+    blocked.start()
+    with server.client() as control:
+        wait_for(lambda: any("b" in c["flags"] for c in control.client_list()), 10, 0.02, "the blocked BLPOP")
+        assert lane.send(b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n") == 1
+        assert lane._open == 1 and len(_lane_clients(control, "lane-full")) == 2  # the lane's and the pool's
+        control.lpush("go", "x")
+    blocked.join(10)
+    assert replies == [["go", "x"]] and lane._open == 1
     lane.close()
     client.close()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 
+import fakeredis
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,7 +45,7 @@ def test_save_writes_the_hash_an_operator_reads_with_hgetall(app, plain_redis):
 def _commands_sent(store, action) -> list[str]:
     """The Redis commands ``action()`` sends (it must not fail), through the client or the store's lane."""
     commands = []
-    real_execute, real_call = store.redis.execute_command, store._call
+    real_execute, real_call, real_send = store.redis.execute_command, store._call, store._send
 
     def counting(real):
         def call(*args, **kwargs):
@@ -51,11 +53,17 @@ def _commands_sent(store, action) -> list[str]:
             return real(*args, **kwargs)
         return call
 
+    def counting_packed(packed):
+        commands.append(packed.split(b"\r\n")[2].decode())  # *<n>, $<length>, the command's name
+        return real_send(packed)
+
     store.redis.execute_command, store._call = counting(real_execute), counting(real_call)
+    if real_send is not None:
+        store._send = counting_packed
     try:
         assert action()
     finally:
-        store.redis.execute_command, store._call = real_execute, real_call
+        store.redis.execute_command, store._call, store._send = real_execute, real_call, real_send
     return commands
 
 
@@ -322,6 +330,83 @@ def test_progress_event_is_the_jobs_json_byte_for_byte(app, plain_redis):
         assert store.save_progress(job) is True
         received = _two_events(pubsub)
         assert [m["data"] for m in received] == [job.to_json(), job.to_json()]
+    pubsub.close()
+
+
+STEPS = ("Reading", "Deriving", "Sizing", "Dating")
+_time = st.integers(1_600_000_000_000, 1_900_000_000_000).map(lambda ms: iso(datetime.fromtimestamp(ms / 1000, UTC)))
+
+
+@st.composite
+def _reporting_jobs(draw) -> tuple[Job, float]:
+    """A running job as its reports find it: any message, maybe started, in any step of a timeline, with or
+    without an estimate (medians known or not), with extra fields; and an instant to send it at."""
+    from epm.jobs import steps
+
+    started = draw(st.none() | _time)
+    job = _job(progress=draw(st.integers(0, 100)), message=draw(st.none() | st.text()), started_at=started,
+               seq=draw(st.integers(1, 2**53)), updated_at=draw(st.none() | _time), attempt=draw(st.integers(1, 9)),
+               extra=draw(st.dictionaries(st.sampled_from(["acknowledged", "url"]), st.booleans() | st.text(),
+                                          max_size=2)))
+    if draw(st.booleans()):
+        job.timeline = steps.plan(STEPS)
+        for name in STEPS[:draw(st.integers(0, len(STEPS)))]:
+            steps.advance(job, name)
+            job.timeline["steps"][job.timeline["step"]]["started_at"] = draw(_time)
+    if draw(st.booleans()):
+        medians = draw(st.lists(st.none() | st.floats(0, 1e5), min_size=len(STEPS), max_size=len(STEPS)))
+        job.estimate = {"basis": "user", "runs": 3, "seconds": draw(st.floats(0, 1e6)), "steps": medians}
+    now = draw(st.floats(1_600_000_000, 1_900_000_000))
+    return job, now
+
+
+@settings(max_examples=400, deadline=None)
+@given(_reporting_jobs(), st.data())
+def test_the_packed_progress_command_is_redis_pys_and_its_event_the_jobs_json(shaped, data):
+    """The progress write packs its EVALSHA itself, from a template per job: byte for byte what redis-py would
+    send with ``job.to_json()`` as the event, report after report, across the job's next step."""
+    from redis.connection import Connection
+
+    from epm.jobs import steps
+    from epm.jobs.store import JobStore
+
+    job, now = shaped
+    store = JobStore(fakeredis.FakeRedis(decode_responses=True))
+    sha = store._progress_script.sha
+    for report in range(3):
+        if report == 2 and job.timeline and job.timeline["step"] is not None and job.timeline["step"] + 1 < len(STEPS):
+            steps.advance(job, STEPS[job.timeline["step"] + 1])  # a new step: the runner writes the whole job
+            store.write(job, Guard.RECORD)
+        job.progress, job.message = data.draw(st.integers(0, 100)), data.draw(st.none() | st.text())
+        job.seq, now = job.seq + 1, now + data.draw(st.floats(0, 100))
+        expected = b"".join(Connection().pack_command(
+            "EVALSHA", sha, 2, "epm:job:j1", "epm:user:7:version", "epm:job:j1", "epm:user:7", job.to_json(now),
+            job.progress, job.message or "", job.seq, job.updated_at or "", job.attempt))
+        assert store.progress_command(job, now) == expected
+
+
+def test_a_report_after_a_new_step_sends_the_new_step(app, plain_redis):
+    """A step changes the timeline in place (the same dict): the template made before it must not be used."""
+    from epm.jobs import steps
+
+    store = current_jobs_store(app)
+    job = _job(started_at=iso(utcnow()))
+    job.timeline = steps.plan(STEPS)
+    steps.advance(job, STEPS[0])
+    store.write(job, Guard.RECORD)
+    pubsub = _follow_job_and_user(app, plain_redis)
+    job.message, job.seq = "Reading the canvas", next_seq(job.seq)
+    assert store.save_progress(job) is True
+    assert {json.loads(m["data"])["timeline"]["step"] for m in _two_events(pubsub)} == {0}
+    steps.advance(job, STEPS[1])
+    job.seq = next_seq(job.seq)
+    assert store.write(job, Guard.RUNNER) == WRITTEN
+    job.message, job.seq = "Deriving the tasks", next_seq(job.seq)
+    _two_events(pubsub)
+    assert store.save_progress(job) is True
+    events = [json.loads(m["data"]) for m in _two_events(pubsub)]
+    assert [(event["timeline"]["step"], event["message"]) for event in events] == [(1, "Deriving the tasks")] * 2
+    assert events[0]["timeline"]["steps"][0]["ended_at"] is not None
     pubsub.close()
 
 

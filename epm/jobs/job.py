@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class JobStatus(StrEnum):
@@ -170,18 +170,19 @@ class Job:
         kwargs.setdefault("user_id", data.get("user_id", ""))
         return cls(**kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The job as the API and the event stream send it (``result`` is the job's own dict, not a copy)."""
+    def to_dict(self, now: float | None = None) -> dict[str, Any]:
+        """The job as the API and the event stream send it at ``now`` (an epoch; the clock's by default;
+        ``result`` is the job's own dict, not a copy)."""
         # Field by field: dataclasses.asdict deep-copies, and this runs at every write of a job.
         data = {name: getattr(self, name) for name in _HASH_FIELDS}
         data["status"] = self.status.value
         data["terminal"] = self.is_terminal
         data.update(self.extra)
-        data.update(sent_fields(self))
+        data.update(sent_fields(self, now))
         return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+    def to_json(self, now: float | None = None) -> str:
+        return json.dumps(self.to_dict(now), separators=(",", ":"), default=str)
 
 
 _HASH_FIELDS = [f.name for f in fields(Job) if f.name != "extra"]
@@ -192,28 +193,58 @@ def time_left(timeline: dict[str, Any] | None, estimate: dict[str, Any] | None, 
               now: datetime) -> float | None:
     """Seconds probably left at ``now``: the medians of the steps ahead plus what is left of the running
     step's (when every one is known), else the median total less the time spent; never below 0."""
+    plan = left_plan(timeline, estimate, started_at)
+    return None if plan is None else plan_left(plan, now.timestamp())
+
+
+class LeftPlan(NamedTuple):
+    """How the time left moves with the clock until the job's timeline changes: ``budget`` seconds from
+    ``since`` (an epoch; None: none spent yet), then ``after`` seconds more."""
+
+    budget: float
+    since: float | None
+    after: float
+
+
+def left_plan(timeline: dict[str, Any] | None, estimate: dict[str, Any] | None,
+              started_at: str | None) -> LeftPlan | None:
+    """``time_left``'s reading of the timeline and the estimate, for any ``now`` (None: no estimate)."""
     if not estimate:
         return None
     medians = estimate.get("steps") or []
     index = timeline.get("step") if timeline else None
     if timeline and medians and None not in medians and len(medians) == len(timeline["steps"]):
         if index is None:
-            return round(sum(medians), 3)
-        started = parse_iso(timeline["steps"][index]["started_at"])
-        spent = (now - started).total_seconds() if started else 0.0
-        return round(max(0.0, medians[index] - spent) + sum(medians[index + 1:]), 3)
-    began = parse_iso(started_at)
-    spent = (now - began).total_seconds() if began else 0.0
-    return round(max(0.0, estimate["seconds"] - spent), 3)
+            return LeftPlan(sum(medians), None, 0.0)
+        return LeftPlan(medians[index], parse_epoch(timeline["steps"][index]["started_at"]), sum(medians[index + 1:]))
+    return LeftPlan(estimate["seconds"], parse_epoch(started_at), 0.0)
 
 
-def sent_fields(job: Job) -> dict[str, Any]:
-    """What the API and the events add to a job when they send it: ``elapsed`` and the estimate's ``left``."""
-    now = utcnow()
-    start = parse_iso(job.started_at)
-    end = parse_iso(job.completed_at) if job.completed_at else now
-    fields: dict[str, Any] = {"elapsed": round(max(0.0, (end - start).total_seconds()), 3) if start else None}
+def plan_left(plan: LeftPlan, now: float) -> float:
+    """The seconds ``plan`` says are left at ``now`` (an epoch), to the millisecond."""
+    spent = now - plan.since if plan.since is not None else 0.0
+    return round(max(0.0, plan.budget - spent) + plan.after, 3)
+
+
+def elapsed(started: float | None, now: float) -> float | None:
+    """Seconds from ``started`` (an epoch) to ``now``, to the millisecond; None before the job started."""
+    return round(max(0.0, now - started), 3) if started is not None else None
+
+
+def parse_epoch(value: str | None) -> float | None:
+    """An ISO time (``iso``) as an epoch; None for none."""
+    parsed = parse_iso(value)
+    return parsed.timestamp() if parsed else None
+
+
+def sent_fields(job: Job, now: float | None = None) -> dict[str, Any]:
+    """What the API and the events add to a job when they send it: ``elapsed`` and the estimate's ``left``
+    (at ``now``, an epoch; the clock's by default)."""
+    if now is None:
+        now = time.time()
+    end = parse_epoch(job.completed_at) if job.completed_at else now
+    fields: dict[str, Any] = {"elapsed": elapsed(parse_epoch(job.started_at), end)}
     if job.estimate:
-        left = None if job.is_terminal else time_left(job.timeline, job.estimate, job.started_at, now)
-        fields["estimate"] = {**job.estimate, "left": left}
+        plan = None if job.is_terminal else left_plan(job.timeline, job.estimate, job.started_at)
+        fields["estimate"] = {**job.estimate, "left": None if plan is None else plan_left(plan, now)}
     return fields

@@ -49,22 +49,39 @@ class Lane:
 
     def execute(self, *args: Any) -> Any:
         """One command, its reply decoded as the client decodes; raises what redis-py raises."""
+        connection, fresh = self._take()
+        if connection is None:
+            return self._client.execute_command(*args)
+        return self._round_trip(connection, fresh, connection.pack_command(*args))
+
+    def send(self, packed: bytes) -> Any:
+        """One command packed by the caller (RESP bytes, for a hot write that packs its fixed part once)."""
+        connection, fresh = self._take()
+        if connection is None:
+            # Every lane connection is busy: one of the pool's, as the client would take it.
+            pool = self._client.connection_pool
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command((packed,))
+                return connection.read_response()
+            finally:
+                pool.release(connection)
+        return self._round_trip(connection, fresh, (packed,))
+
+    def _take(self) -> tuple[Any, bool]:
+        """An idle connection, or a new one (``fresh``); None when ``MOST`` are in use."""
         if self._pid != os.getpid():  # forked (a preloading server): the parent's sockets are not ours
             self._idle, self._open, self._lock, self._pid = [], 0, threading.Lock(), os.getpid()
         with self._lock:
-            fresh = not self._idle
-            if fresh:
-                if self._open >= MOST:
-                    connection = None
-                else:
-                    self._open += 1
-                    connection = self._connection_class(**self._kwargs)
-            else:
-                connection = self._idle.pop()
-        if connection is None:
-            return self._client.execute_command(*args)
+            if self._idle:
+                return self._idle.pop(), False
+            if self._open >= MOST:
+                return None, True
+            self._open += 1
+        return self._connection_class(**self._kwargs), True
+
+    def _round_trip(self, connection: Any, fresh: bool, packed: Any) -> Any:
         try:
-            packed = connection.pack_command(*args)
             try:
                 connection.send_packed_command(packed, check_health=False)
                 return connection.read_response()

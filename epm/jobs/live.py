@@ -94,6 +94,8 @@ class LiveJob:
         # When the sleeping pulse wakes by itself (monotonic; under ``lock``): a report wakes it only when
         # its write is due before that.
         self._wakes_at = 0.0
+        # The timeline whose step names were last read, and those names (``_step_names``).
+        self._named: tuple[dict[str, Any] | None, frozenset[str]] = (None, frozenset())
 
     # -- transitions (lock held) -------------------------------------------------------------------
     def _move(self, to: Phase, allowed: frozenset[Phase] | set[Phase]) -> bool:
@@ -176,7 +178,7 @@ class LiveJob:
             if self.phase not in LIVE:
                 return  # a late report from the operation changes nothing
             pct = max(0, min(100, int(percent)))
-            stepped = steps.advance(self.job, message)
+            stepped = message in self._step_names() and steps.advance(self.job, message)
             if message is not None and self.job.attempt > 1:
                 message = f"{message} ({RESUMED_MESSAGE.lower()})"  # the user sees why it starts over
             if not stepped and pct == self.job.progress and (message is None or message == self.job.message):
@@ -191,6 +193,13 @@ class LiveJob:
                 self._pending = _PROGRESS
                 if self._last_write + self.interval < self._wakes_at:
                     self._wake.set()
+
+    def _step_names(self) -> frozenset[str]:
+        """The names of the job's declared steps (a report that names none changes no step: most do not)."""
+        timeline = self.job.timeline
+        if timeline is not self._named[0]:
+            self._named = (timeline, frozenset(step["name"] for step in timeline["steps"]) if timeline else frozenset())
+        return self._named[1]
 
     def checkpoint(self, name: str, value: Any) -> None:
         with self.lock:

@@ -19,7 +19,20 @@ from typing import Any, NamedTuple
 
 import redis
 
-from .job import TERMINAL, Job, JobStatus, iso, next_seq, parse_iso, sent_fields, utcnow
+from .job import (
+    TERMINAL,
+    Job,
+    JobStatus,
+    elapsed,
+    iso,
+    left_plan,
+    next_seq,
+    parse_epoch,
+    parse_iso,
+    plan_left,
+    sent_fields,
+    utcnow,
+)
 from .lane import Lane
 
 TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
@@ -77,6 +90,8 @@ class JobStore:
         self._payloads = ProgressPayloads()
         self._lane = Lane.for_client(client)
         self._call = self._lane.execute if self._lane is not None else client.execute_command
+        #: a command packed by the caller, on the lane (the progress write's; None without a lane)
+        self._send = self._lane.send if self._lane is not None else None
 
     # -- names ---------------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
@@ -146,8 +161,7 @@ class JobStore:
         ``ttl`` gives a terminal hash its expiry; ``client`` may be a pipeline (the reply is then the
         pipeline's).
         """
-        if job.is_terminal:
-            self._payloads.forget(job.id)
+        self._payloads.forget(job.id)  # the whole state changes: the next report's template is made anew
         write, delete = job.to_hash()
         if extra:
             write.update(extra)
@@ -173,13 +187,37 @@ class JobStore:
         the whole state is written instead (``write``), so a hash is never left in parts. The heartbeat
         deadline is the pulse's (``heartbeat``, every second), not a report's.
         """
-        args = (2, self.job_key(job.id), self.user_version_key(job.user_id), self.job_channel(job.id),
-                self.user_channel(job.user_id), self._payloads.render(job), job.progress, job.message or "", job.seq,
-                job.updated_at or "", job.attempt)
-        outcome = self._evalsha(self._progress_script, *args)
+        if self._send is not None:
+            outcome = self._progress_on_lane(job)
+        else:
+            args = (2, self.job_key(job.id), self.user_version_key(job.user_id), self.job_channel(job.id),
+                    self.user_channel(job.user_id), self._payloads.render(job), job.progress, job.message or "",
+                    job.seq, job.updated_at or "", job.attempt)
+            outcome = self._evalsha(self._progress_script, *args)
         if outcome == _PROGRESS_LOST:
             return self.write(job, Guard.RUNNER) == WRITTEN
         return outcome != _PROGRESS_ENDED
+
+    def _progress_on_lane(self, job: Job) -> Any:
+        """The progress script on the lane, packed from the job's template."""
+        try:
+            return self._send(self.progress_command(job, time.time()))
+        except redis.exceptions.NoScriptError:
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
+            self._progress_script.sha = self.redis.script_load(self._progress_script.script)
+            return self._send(self.progress_command(job, time.time()))
+
+    def progress_command(self, job: Job, now: float) -> bytes:
+        """The progress script's ``EVALSHA`` for ``job``'s report at ``now``, packed as redis-py would pack it;
+        its head (the SHA, the keys and the channels) packed once per job and SHA."""
+        script = self._progress_script
+        template = self._payloads.template(job)
+        if template.sha != script.sha:
+            template.head = b"*13\r\n" + _packed("EVALSHA", script.sha, 2, self.job_key(job.id),
+                                                  self.user_version_key(job.user_id), self.job_channel(job.id),
+                                                  self.user_channel(job.user_id))
+            template.sha = script.sha
+        return template.command(job, now)
 
     def _evalsha(self, script, *args: Any) -> Any:
         """A hot path's script by its SHA, on the lane (no redis-py layers; see lane.py)."""
@@ -581,36 +619,106 @@ MOVING_FIELDS = (*PROGRESS_FIELDS, "elapsed", "estimate")
 
 
 class ProgressPayloads:
-    """The event JSON of progress reports, ``job.to_json()`` byte for byte, from a template per job.
+    """The progress write of a job as bytes on the wire: its ``EVALSHA`` and its event's JSON (``job.to_json()``
+    byte for byte), from a template per job.
 
-    Between two status changes only ``PROGRESS_FIELDS`` move, so the rest of the JSON is encoded once
-    and each report encodes four values. A template is used only while every other field (and
-    ``extra``) still has the value it was made from; at most ``limit`` jobs' templates are kept.
+    Between two whole writes of a job (every change but a report's is one: a status, a step, a write-back)
+    only ``PROGRESS_FIELDS`` and the clock's fields move. So the rest of the JSON is encoded once, the clock's
+    fields are worked out from instants read once (when the job and its running step started), and the
+    command's head (the script's SHA, the keys, the channels) is packed once; each report encodes four values.
+    ``JobStore.write`` drops a job's template: the whole state changed. A template is also used only while
+    every other field (and ``extra``) still holds the value it was made from; at most ``limit`` are kept.
     """
 
     def __init__(self, limit: int = 256):
         self.limit = limit
-        self._templates: dict[str, tuple[tuple, list[str], tuple[str, ...]]] = {}
+        self._templates: dict[str, _Template] = {}
 
-    def render(self, job: Job) -> str:
+    def template(self, job: Job) -> _Template:
         key = _static_values(job)
         if job.extra:
             key += tuple(job.extra.items())
+        if job.timeline:
+            key += (job.timeline.get("step"),)  # changed in place, as the same dict: a whole write follows
         found = self._templates.get(job.id)
-        if found is None or found[0] != key:
-            found = self._templates[job.id] = (key, *_template(job.to_dict()))
+        if found is None or found.key != key:
+            found = self._templates[job.id] = _Template(job, key)
             if len(self._templates) > self.limit:
                 del self._templates[next(iter(self._templates))]
-        _, parts, holes = found
-        sent = sent_fields(job)  # elapsed (and the estimate's time left) move with the clock
-        out = [parts[0]]
-        for name, part in zip(holes, parts[1:], strict=True):
-            out.append(_encode(sent[name] if name in sent else getattr(job, name)))
-            out.append(part)
-        return "".join(out)
+        return found
+
+    def render(self, job: Job, now: float | None = None) -> str:
+        """The event's JSON at ``now`` (an epoch; the clock's by default)."""
+        return self.template(job).render(job, time.time() if now is None else now)
 
     def forget(self, job_id: str) -> None:
         self._templates.pop(job_id, None)
+
+
+class _Template:
+    """One job's event JSON cut at its moving values, and its progress command's head once packed."""
+
+    __slots__ = ("key", "parts", "holes", "started", "plan", "estimate", "exact", "head", "sha")
+
+    def __init__(self, job: Job, key: tuple):
+        self.key = key
+        self.parts, self.holes = _template(job.to_dict())
+        # The clock's fields from instants read once; a finished job (never a progress write) as sent_fields has it.
+        self.exact = job.is_terminal or bool(job.completed_at)
+        self.started = parse_epoch(job.started_at)
+        # The estimate as sent, cut at its ``left`` (the one value of it that moves).
+        self.estimate = _cut({**job.estimate, "left": _HOLE}) if job.estimate else None
+        self.plan = left_plan(job.timeline, job.estimate, job.started_at) if job.estimate else None
+        self.head = b""
+        self.sha = ""
+
+    def render(self, job: Job, now: float) -> str:
+        if self.exact:
+            sent = sent_fields(job, now)
+        else:
+            sent = {"elapsed": elapsed(self.started, now)}
+            if self.estimate:
+                before, after = self.estimate
+                sent["estimate"] = _Encoded(before + _encode(plan_left(self.plan, now)) + after)
+        parts = self.parts
+        out = [parts[0]]
+        for index, name in enumerate(self.holes, 1):
+            value = sent[name] if name in sent else getattr(job, name)
+            out.append(value if type(value) is _Encoded else _encode(value))
+            out.append(parts[index])
+        return "".join(out)
+
+    def command(self, job: Job, now: float) -> bytes:
+        """The progress script's ``EVALSHA`` for ``job``'s report, packed (``head`` set for the SHA in use)."""
+        payload = self.render(job, now).encode()  # ASCII: the JSON escapes the rest
+        message = (job.message or "").encode()
+        updated = (job.updated_at or "").encode()
+        progress, seq, attempt = b"%d" % job.progress, b"%d" % job.seq, b"%d" % job.attempt
+        return _PROGRESS_TAIL % (self.head, len(payload), payload, len(progress), progress, len(message), message,
+                                 len(seq), seq, len(updated), updated, len(attempt), attempt)
+
+
+class _Encoded(str):
+    """A value already encoded as JSON."""
+
+
+#: a value no job holds: where a template is cut
+_HOLE = "\x00hole\x00"
+
+
+def _cut(data: dict[str, Any]) -> tuple[str, str]:
+    """``data``'s JSON (as ``_encode`` writes a dict) on either side of the one value that is ``_HOLE``."""
+    before, after = _encode(data).split(_encode(_HOLE))
+    return before, after
+
+
+#: the progress command's arguments after its head (payload, progress, message, seq, updated_at, attempt)
+_PROGRESS_TAIL = b"%b" + b"$%d\r\n%b\r\n" * 6
+
+
+def _packed(*args: str | int) -> bytes:
+    """Arguments packed as RESP bulk strings (a command's head: the array's length goes first)."""
+    return b"".join(b"$%d\r\n%b\r\n" % (len(data), data) for data in (str(arg).encode() for arg in args))
 
 
 def _template(data: dict[str, Any]) -> tuple[list[str], tuple[str, ...]]:
