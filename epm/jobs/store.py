@@ -12,7 +12,7 @@ import logging
 import math
 import operator
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -188,24 +188,18 @@ class JobStore:
         deadline is the pulse's (``heartbeat``, every second), not a report's.
         """
         if self._send is not None:
-            outcome = self._progress_on_lane(job)
+            outcome = self._loaded(self._progress_script, lambda: self._send(self.progress_command(job, time.time())))
         else:
-            args = (2, self.job_key(job.id), self.user_version_key(job.user_id), self.job_channel(job.id),
-                    self.user_channel(job.user_id), self._payloads.render(job), job.progress, job.message or "",
-                    job.seq, job.updated_at or "", job.attempt)
-            outcome = self._evalsha(self._progress_script, *args)
+            outcome = self._evalsha(self._progress_script, 2, *self._progress_keys(job), self._payloads.render(job),
+                                    job.progress, job.message or "", job.seq, job.updated_at or "", job.attempt)
         if outcome == _PROGRESS_LOST:
             return self.write(job, Guard.RUNNER) == WRITTEN
         return outcome != _PROGRESS_ENDED
 
-    def _progress_on_lane(self, job: Job) -> Any:
-        """The progress script on the lane, packed from the job's template."""
-        try:
-            return self._send(self.progress_command(job, time.time()))
-        except redis.exceptions.NoScriptError:
-            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
-            self._progress_script.sha = self.redis.script_load(self._progress_script.script)
-            return self._send(self.progress_command(job, time.time()))
+    def _progress_keys(self, job: Job) -> tuple[str, str, str, str]:
+        """The progress script's keys (the job's hash, its user's version) and channels (the job's, the user's)."""
+        return (self.job_key(job.id), self.user_version_key(job.user_id), self.job_channel(job.id),
+                self.user_channel(job.user_id))
 
     def progress_command(self, job: Job, now: float) -> bytes:
         """The progress script's ``EVALSHA`` for ``job``'s report at ``now``, packed as redis-py would pack it;
@@ -213,20 +207,22 @@ class JobStore:
         script = self._progress_script
         template = self._payloads.template(job)
         if template.sha != script.sha:
-            template.head = b"*13\r\n" + _packed("EVALSHA", script.sha, 2, self.job_key(job.id),
-                                                  self.user_version_key(job.user_id), self.job_channel(job.id),
-                                                  self.user_channel(job.user_id))
+            template.head = b"*13\r\n" + _packed("EVALSHA", script.sha, 2, *self._progress_keys(job))
             template.sha = script.sha
         return template.command(job, now)
 
     def _evalsha(self, script, *args: Any) -> Any:
         """A hot path's script by its SHA, on the lane (no redis-py layers; see lane.py)."""
+        return self._loaded(script, lambda: self._call("EVALSHA", script.sha, *args))
+
+    def _loaded(self, script, call: Callable[[], Any]) -> Any:
+        """``call()``, which runs ``script`` by its SHA; once more after loading it if Redis lost its scripts (a
+        restart, SCRIPT FLUSH)."""
         try:
-            return self._call("EVALSHA", script.sha, *args)
+            return call()
         except redis.exceptions.NoScriptError:
-            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
             script.sha = self.redis.script_load(script.script)
-            return self._call("EVALSHA", script.sha, *args)
+            return call()
 
     def heartbeat(self, job: Job) -> Beat:
         """Push the job's deadline forward (only while it is active). One ``EVALSHA`` on the lane.
@@ -626,8 +622,9 @@ class ProgressPayloads:
     only ``PROGRESS_FIELDS`` and the clock's fields move. So the rest of the JSON is encoded once, the clock's
     fields are worked out from instants read once (when the job and its running step started), and the
     command's head (the script's SHA, the keys, the channels) is packed once; each report encodes four values.
-    ``JobStore.write`` drops a job's template: the whole state changed. A template is also used only while
-    every other field (and ``extra``) still holds the value it was made from; at most ``limit`` are kept.
+    ``JobStore.write`` drops a job's template: the whole state changed (a step changes the timeline in place,
+    the same dict, which a comparison of the fields would not see). A template is also used only while every
+    other field (and ``extra``) still holds the value it was made from; at most ``limit`` are kept.
     """
 
     def __init__(self, limit: int = 256):
@@ -638,8 +635,6 @@ class ProgressPayloads:
         key = _static_values(job)
         if job.extra:
             key += tuple(job.extra.items())
-        if job.timeline:
-            key += (job.timeline.get("step"),)  # changed in place, as the same dict: a whole write follows
         found = self._templates.get(job.id)
         if found is None or found.key != key:
             found = self._templates[job.id] = _Template(job, key)
