@@ -118,7 +118,9 @@ def test_an_open_stream_is_handed_to_the_hub_and_ends_cleanly(user):
     # The last chunk came (httpx raises on a chunked body cut short) after the terminal event; between, the
     # hub wrote the live events and its keep-alives (every 0.5 s here).
     states = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
-    assert states[0]["status"] == "running" and states[-1]["status"] == "completed"
+    # The snapshot may come before the runner's first write on a busy machine: the job is then still pending.
+    assert states[0]["status"] in ("pending", "running") and states[-1]["status"] == "completed"
+    assert any(s["status"] == "running" for s in states)
     assert [s["seq"] for s in states] == sorted(s["seq"] for s in states) and len(states) >= 4
     assert ": keep-alive" in lines
 
