@@ -163,6 +163,22 @@ def plain_redis(app) -> redis.Redis:
         yield app.extensions["redis"]
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test gets a node id of its own. Schemathesis gives each operation's case of a ``parametrize()``d
+    test the function's node id (the operation is only in its name); pytest-xdist schedules by node id and
+    would run one of the fourteen. A node id seen twice fails the run rather than dropping a test."""
+    for item in items:
+        if type(item).__name__ == "SchemathesisFunction" and "[" in item.name and not item.nodeid.endswith("]"):
+            if hasattr(item, "_id"):  # pytest 9: the structured id, its parent's with this item's name
+                item._id = item.parent.id.child(item.name)
+            else:
+                item._nodeid = f"{item.nodeid}[{item.name.split('[', 1)[1]}"
+    seen: set[str] = set()
+    twice = {item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)}
+    if twice:
+        raise pytest.UsageError(f"tests with the same node id (pytest-xdist would run one of each): {sorted(twice)}")
+
+
 def pytest_report_header(config) -> list[str]:
     backends = real_backends()
     lines = [f"epm backends: embedded{' + real (' + backends[0] + ', PostgreSQL)' if backends else ' only'}"]
