@@ -36,11 +36,14 @@ run: install
 
 ## The whole suite: unit tests on the embedded default, and on real Redis/PostgreSQL, live servers
 ## and Chromium where REDIS_URL/DATABASE_URL are set and /usr/bin/chromium exists (.ci/run sees to both).
+## Two pytest processes (pytest-xdist), each test file in one of them (its module's servers started once);
+## PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	npx eslint epm/static/js tests/js eslint.config.js
 	node --test --test-reporter=dot tests/js/
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
