@@ -174,6 +174,33 @@ def test_completed_runs_give_the_next_runs_an_estimate_with_its_basis(app, auth_
     wait_for(lambda: _api(auth_client, job["id"])["terminal"], message="the end")
 
 
+def test_a_completed_runs_durations_are_kept_before_its_end_is_written(app, auth_client, user, plain_redis, probe,
+                                                                       monkeypatch):
+    """A user who starts the next run the moment this one shows "Completed" gets an estimate that counts it
+    (CI's live test of four generations in a row once saw the third missing)."""
+    for gate in probe.gates:
+        gate.set()
+    store = app.extensions["epm.jobs"].store
+    history = store.user_history_key(str(user.id), "steps_probe")
+    at_the_end: list[int] = []
+    write = store.write
+
+    def watched(job, *args, **kwargs):
+        if job.is_terminal:
+            at_the_end.append(plain_redis.llen(history))
+        return write(job, *args, **kwargs)
+
+    monkeypatch.setattr(store, "write", watched)
+    job = _start(auth_client)
+    done = wait_for(lambda: (d := _api(auth_client, job["id"]))["terminal"] and d, message="the end")
+    assert done["status"] == "completed"
+    assert at_the_end[:1] == [1], "the run was in its history when its end was written"
+    (entry,) = [json.loads(raw) for raw in plain_redis.lrange(history, 0, -1)]
+    total = (parse_iso(done["completed_at"]) - parse_iso(done["started_at"])).total_seconds()
+    assert entry[0] == pytest.approx(total, abs=0.002)  # the same end as the one written
+    assert entry[1:] == [step["seconds"] for step in done["timeline"]["steps"]]
+
+
 def test_the_estimate_says_whose_runs_it_is_based_on(app, plain_redis):
     store = app.extensions["epm.jobs"].store
     names = ("A", "B")

@@ -130,7 +130,7 @@ class LiveJob:
                             time.monotonic() - self._last_heard, extra=job_fields(self.job))
 
     def end(self, status: JobStatus, *, message: str, error_code: str | None = None, error: str | None = None,
-            result: dict[str, Any] | None = None, patient: bool = True) -> bool:
+            result: dict[str, Any] | None = None, patient: bool = True, completed_at: str | None = None) -> bool:
         """Set the terminal state and have the pulse write it; True if this run's ending counts.
 
         False when the job already ended or was lost (a reaper's or another process's state stands).
@@ -150,7 +150,7 @@ class LiveJob:
             job.error = error
             job.result = result
             job.cancel_requested = False
-            job.completed_at = iso(utcnow())
+            job.completed_at = completed_at or iso(utcnow())
             steps.finish(job)
             self._patient = patient
             self._pending = _WHOLE

@@ -25,7 +25,7 @@ from ..logs import job_fields
 from . import steps
 from .context import JobCancelled, JobContext, OperationError, ShuttingDown
 from .job import INTERRUPTED_MESSAGE, Job, JobStatus, iso, utcnow
-from .live import LiveJob, Phase
+from .live import LIVE, LiveJob, Phase
 from .registry import Operation
 
 if TYPE_CHECKING:
@@ -146,11 +146,15 @@ class Runner:
         Nothing is recorded when the job already ended otherwise (a reaper's state stands).
         """
         job = live.job
+        completed_at = iso(utcnow())
+        if status is JobStatus.COMPLETED and live.phase in LIVE:
+            # Its durations go into the history before its end is seen: the next run started on seeing it
+            # counts this one in its estimate.
+            steps.remember_ending(self.store, job, completed_at)
         if not live.end(status, message=message, error_code=error_code, error=error, result=result,
-                        patient=patient):
+                        patient=patient, completed_at=completed_at):
             return
         log.info("job %s %s", job.id, status.value, extra=job_fields(job))
-        steps.remember(self.store, job)
         live.recorded(self.on_terminal(job))
         signals.job_finished.send(job)
 

@@ -28,6 +28,8 @@ import logging
 import math
 import statistics
 from collections.abc import Sequence
+from copy import deepcopy
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +111,15 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 
 
 # -- history and the estimate ---------------------------------------------------------------------------
+def remember_ending(store: JobStore, job: Job, completed_at: str) -> None:
+    """``remember`` for a run about to be written as completed at ``completed_at``, before that end is seen:
+    a user who starts the next run as soon as this one shows "Completed" gets an estimate that counts it.
+    ``job`` itself is left as it is (its end is set when it is written)."""
+    ended = replace(job, status=JobStatus.COMPLETED, completed_at=completed_at, timeline=deepcopy(job.timeline))
+    finish(ended)
+    remember(store, ended)
+
+
 def remember(store: JobStore, job: Job) -> None:
     """Push a completed run's durations into its operation's history, the user's and everyone's.
 
