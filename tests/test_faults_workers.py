@@ -107,12 +107,16 @@ def test_sigterm_lets_short_jobs_finish_interrupts_the_rest_and_ends_streams_at_
     env = backends.env(EPM_MAX_ATTEMPTS="1", EPM_GRACEFUL_TIMEOUT="8")
     server = fleet.server(env, workers=2)
     users = [fleet.user(server.url) for _ in range(3)]
-    short, _ = start_demo(users[0], steps=4, step_seconds=0.5)
     long_jobs = [start_demo(user, steps=100, step_seconds=0.3)[0] for user in users[1:]]
     streams = [fleet.stream(server.url, user, reconnect=False) for user in users]
-    for user, job in zip(users, [short, *long_jobs], strict=True):
+    for user, job in zip(users[1:], long_jobs, strict=True):
         wait_running(user, job["id"])
+    # The short job (3 s) starts last, so that it is still running when the signal comes, however slowly
+    # the machine started the rest (a job started first could end before it was seen running).
+    short, _ = start_demo(users[0], steps=6, step_seconds=0.5)
+    wait_running(users[0], short["id"])
     wait_for(lambda: all(stream.jobs() for stream in streams), 10, message="every stream's snapshot")
+    assert job_state(users[0], short["id"])["status"] == "running", "the short job is still running at the signal"
     # The users' connections stay open and idle, as a browser's do: the workers must not wait for them.
     stopped_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
