@@ -100,7 +100,12 @@ class LiveServer:
         self.log_path = Path(os.environ.get("EPM_TEST_LOGS", "/tmp")) / f"gunicorn-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> LiveServer:
+    # A bound on waiting, not an expected time: quiet, a server answers within 2 s, but CI runs the suite
+    # beside two CPU hogs and a second pytest process (pip building a venv, Chromium), where one took over
+    # 20 s. A live server that never comes up still fails, with its log and the load average in the message.
+    BOOT_TIMEOUT = 90.0
+
+    def start(self, timeout: float = BOOT_TIMEOUT) -> LiveServer:
         gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=self.env,
@@ -114,7 +119,13 @@ class LiveServer:
             except httpx.HTTPError:
                 return False
 
-        wait_for(up, timeout, 0.1, "gunicorn to answer /healthz")
+        try:
+            wait_for(up, timeout, 0.1, "gunicorn to answer /healthz")
+        except AssertionError as error:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the master and any worker it forked
+            self.process.wait()
+            self._log.close()
+            raise AssertionError(f"{error} (load average {os.getloadavg()}); its log:\n{self.log()}") from None
         return self
 
     def log(self) -> str:
