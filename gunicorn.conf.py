@@ -143,9 +143,11 @@ def worker_abort(worker):
 
 
 def worker_exit(server, worker):
-    """The worker's loop has ended: wait for its jobs to finish or be recorded as interrupted."""
-    from epm import gunicorn_hooks
+    """The worker's loop has ended: wait for its jobs to finish or be recorded as interrupted; then write the
+    per-event metric increments it still holds (epm/metrics.py, ``_Pending``)."""
+    from epm import gunicorn_hooks, metrics
 
     if (life := gunicorn_hooks.lifecycle_of(worker)) is not None:
         life.begin_shutdown("exiting")
         life.wait()
+    metrics.flush_pending()

@@ -7,8 +7,9 @@ any worker, adds up the files of all of them. A process without that variable (`
 tests, the CLI) keeps its metrics in memory and reports its own.
 
 The jobs do not know the metrics: they send blinker signals (epm/jobs/signals.py) and this module
-listens. Each receiver costs about a microsecond; the per-client event stream path sends one signal
-per event it writes, and only the first stream to write an event measures its delivery latency.
+listens. Each receiver costs about a microsecond; the event hub sends one signal per event and process
+(not per stream), and the two per-event metrics (events published, delivery latency) are added up in
+plain numbers and written to the metric files every 50 ms in a worker (``_Pending``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, values
@@ -78,6 +80,67 @@ _published: dict[str, Any] = {}
 _connected = False
 
 
+class _Pending:
+    """The per-event metrics' increments, held in plain numbers until ``flush_pending`` adds them in one go.
+
+    In multiprocess mode an increment writes a memory-mapped file under a lock (1.4 µs for a counter, 3.2 µs
+    for a histogram's observation, measured here), and a worker delivering 10,000 events a second makes a
+    thousand of them: each progress write counts one published event and each event fanned out observes
+    its delivery latency. Held here, they cost an addition each and reach the files at the next flush: the
+    loop monitor's tick (every ``LOOP_TICK`` in a gunicorn worker) and before this process renders a scrape.
+    A process without the loop monitor (the CLI, ``flask run``, the tests' apps) never holds any: ``batching``
+    is off there and every increment goes straight to its metric.
+    """
+
+    def __init__(self, histogram: Histogram):
+        self.batching = False
+        self.histogram = histogram
+        # Histogram's own buckets (prometheus_client keeps them per bucket, not cumulative): the one an
+        # observation goes to is the first whose upper bound is >= it, as ``Histogram.observe`` finds it.
+        self.bounds = list(histogram._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        self.observed = 0
+        self.published: dict[Any, int] = {}
+
+    def observe(self, amount: float) -> None:
+        if not self.batching:
+            self.histogram.observe(amount)
+            return
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+        self.observed += 1
+
+    def count_published(self, child: Any) -> None:
+        if not self.batching:
+            child.inc()
+            return
+        self.published[child] = self.published.get(child, 0) + 1
+
+    def flush(self) -> None:
+        """Add what is held to the metrics (no switch to another greenlet between reading and clearing)."""
+        if self.observed:
+            counts, total = self.counts, self.total
+            self.counts, self.total, self.observed = [0] * len(self.bounds), 0.0, 0
+            buckets = self.histogram._buckets
+            for index, count in enumerate(counts):
+                if count:
+                    buckets[index].inc(count)
+            self.histogram._sum.inc(total)
+        if self.published:
+            published, self.published = self.published, {}
+            for child, count in published.items():
+                child.inc(count)
+
+
+_pending = _Pending(DELIVERY_LATENCY)
+
+
+def flush_pending() -> None:
+    """Write the per-event increments this process holds to its metrics (see ``_Pending``)."""
+    _pending.flush()
+
+
 def multiprocess() -> bool:
     """True when this process shares its metrics with the server's other processes through files.
 
@@ -119,12 +182,15 @@ def start_loop_monitor(tick: float = LOOP_TICK, debug: bool = False) -> None:
         while True:
             asked = time.perf_counter()
             gevent.sleep(tick)
+            _pending.flush()
             lag = max(0.0, time.perf_counter() - asked - tick)
             LOOP_LAG.observe(lag)
             if lag > worst:
                 worst = lag
                 LOOP_LAG_MAX.set(worst)
 
+    # This greenlet flushes the per-event increments every tick: from now on they are held between ticks.
+    _pending.batching = hasattr(DELIVERY_LATENCY, "_buckets") and hasattr(DELIVERY_LATENCY, "_sum")
     gevent.spawn(watch)
     _trace_blocks(gevent.get_hub(), _BlockSampler() if debug else None)
 
@@ -282,6 +348,7 @@ def render(jobs: JobService, accept: str | None = None) -> tuple[bytes, str]:
 
     Every process's metrics (or this one's), and the cluster's queues read from Redis now.
     """
+    _pending.flush()
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess():
         from prometheus_client.multiprocess import MultiProcessCollector
@@ -332,7 +399,7 @@ def _on_saved(job: Job, **_: Any) -> None:
     child = _published.get(job.job_type)
     if child is None:
         child = _published[job.job_type] = EVENTS_PUBLISHED.labels(job.job_type)
-    child.inc()
+    _pending.count_published(child)
 
 
 def _on_finished(job: Job, **_: Any) -> None:
@@ -362,7 +429,7 @@ def _on_delivered(message: Any, **_: Any) -> None:
         return
     _delivered.record(message)
     # seq is the millisecond clock of the state's write (see epm.jobs.job.next_seq).
-    DELIVERY_LATENCY.observe(max(0.0, time.time() - message.seq / 1000))
+    _pending.observe(max(0.0, time.time() - message.seq / 1000))
 
 
 def _on_backend_error(_error: Any, backend: str = "unknown", **_: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -122,7 +123,8 @@ class LiveServer:
         try:
             wait_for(up, timeout, 0.1, "gunicorn to answer /healthz")
         except AssertionError as error:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the master and any worker it forked
+            with contextlib.suppress(ProcessLookupError):  # the master and any worker it forked
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self._log.close()
             raise AssertionError(f"{error} (load average {os.getloadavg()}); its log:\n{self.log()}") from None
