@@ -179,10 +179,18 @@ def start_loop_monitor(tick: float = LOOP_TICK, debug: bool = False) -> None:
 
     def watch() -> None:
         worst = 0.0
+        failing = False
         while True:
             asked = time.perf_counter()
             gevent.sleep(tick)
-            _pending.flush()
+            try:
+                _pending.flush()
+            except Exception:  # the metric files (a full disk): the loop's own measures go on regardless
+                if not failing:
+                    log.exception("could not write the per-event metrics; trying again every tick")
+                failing = True
+            else:
+                failing = False
             lag = max(0.0, time.perf_counter() - asked - tick)
             LOOP_LAG.observe(lag)
             if lag > worst:
