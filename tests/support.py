@@ -123,10 +123,7 @@ class LiveServer:
         try:
             wait_for(up, timeout, 0.1, "gunicorn to answer /healthz")
         except AssertionError as error:
-            with contextlib.suppress(ProcessLookupError):  # the master and any worker it forked
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            self._log.close()
+            self._kill()
             raise AssertionError(f"{error} (load average {os.getloadavg()}); its log:\n{self.log()}") from None
         return self
 
@@ -143,9 +140,15 @@ class LiveServer:
         self.process.send_signal(sig)
         try:
             self.process.wait(timeout)
+            self._log.close()
         except subprocess.TimeoutExpired:
+            self._kill()
+
+    def _kill(self) -> None:
+        """SIGKILL to the master and any worker it forked (its own process group); then its log is closed."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self.process.wait()
         self._log.close()
 
     def __enter__(self) -> LiveServer:
