@@ -100,7 +100,6 @@ class _Pending:
         self.bounds = list(histogram._upper_bounds)
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
-        self.observed = 0
         self.published: dict[Any, int] = {}
 
     def observe(self, amount: float) -> None:
@@ -109,7 +108,6 @@ class _Pending:
             return
         self.counts[bisect_left(self.bounds, amount)] += 1
         self.total += amount
-        self.observed += 1
 
     def count_published(self, child: Any) -> None:
         if not self.batching:
@@ -119,9 +117,9 @@ class _Pending:
 
     def flush(self) -> None:
         """Add what is held to the metrics (no switch to another greenlet between reading and clearing)."""
-        if self.observed:
+        if any(self.counts):
             counts, total = self.counts, self.total
-            self.counts, self.total, self.observed = [0] * len(self.bounds), 0.0, 0
+            self.counts, self.total = [0] * len(self.bounds), 0.0
             buckets = self.histogram._buckets
             for index, count in enumerate(counts):
                 if count:
