@@ -118,6 +118,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EPM_MAX_ATTEMPTS": max(1, _int(env, "EPM_MAX_ATTEMPTS", 3)),
         # Progress updates of one job are coalesced to at most one per interval (status changes never are).
         "EPM_PROGRESS_INTERVAL": _float(env, "EPM_PROGRESS_INTERVAL", 0.1),
+        # Seconds a hot Redis write (progress, heartbeat, checkpoint) of a busy process waits for the writes
+        # about to come, so that they go to Redis as one batch (epm/jobs/lane.py); 0 sends each at once.
+        "EPM_WRITE_LINGER": max(0.0, _float(env, "EPM_WRITE_LINGER", 0.005)),
         # Pacing of each stage of an operation; stands in for the model calls of a production generator.
         "EPM_STAGE_SECONDS": _float(env, "EPM_STAGE_SECONDS", 0.0),
         # Seconds between keep-alive comments on an idle event stream.

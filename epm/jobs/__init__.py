@@ -34,7 +34,8 @@ def init_app(app: Flask, current_user_id: Callable[[], str | None]) -> JobServic
     store = JobStore(client, prefix=app.config["EPM_KEY_PREFIX"],
                      retention=int(app.config["EPM_RETENTION_SECONDS"]),
                      keep_per_user=int(app.config["EPM_USER_JOBS_KEEP"]),
-                     heartbeat_timeout=float(app.config["EPM_HEARTBEAT_TIMEOUT"]))
+                     heartbeat_timeout=float(app.config["EPM_HEARTBEAT_TIMEOUT"]),
+                     linger=float(app.config["EPM_WRITE_LINGER"]))
     service = JobService(app, store)
     app.extensions["epm.jobs"] = service
     app.extensions["epm.hub"] = EventHub(client, heartbeat=float(app.config["EPM_SSE_HEARTBEAT"]),

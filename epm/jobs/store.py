@@ -75,7 +75,7 @@ class JobStore:
     """Reads and writes job state in Redis; one ``save`` is one round trip."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = "epm:", retention: int = 86400,
-                 keep_per_user: int = 200, heartbeat_timeout: float = 30.0):
+                 keep_per_user: int = 200, heartbeat_timeout: float = 30.0, linger: float = 0.0):
         self.redis = client
         self.prefix = prefix
         self.retention = retention
@@ -88,7 +88,7 @@ class JobStore:
         self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
         self._checkpoint_script = client.register_script(_CHECKPOINT_LUA)
         self._payloads = ProgressPayloads()
-        self._lane = Lane.for_client(client)
+        self._lane = Lane.for_client(client, linger)
         self._call = self._lane.execute if self._lane is not None else client.execute_command
         #: a command packed by the caller, on the lane (the progress write's; None without a lane)
         self._send = self._lane.send if self._lane is not None else None
