@@ -200,6 +200,21 @@ def test_a_hash_a_cancel_request_left_after_redis_lost_the_job_is_no_job(app, pl
     assert store.load("j1").user_id == "7" and not store.cancel_requested("j1")
 
 
+def test_a_cancel_request_s_hash_expires_unless_the_running_job_is_written_back_around_it(app, plain_redis):
+    store = current_jobs_store(app)
+    key = f"{app.config['EPM_KEY_PREFIX']}job:j1"
+    store.write(_job(), Guard.RECORD)
+    store.request_cancel("j1")
+    assert plain_redis.ttl(key) == -1  # a job's hash: the flag changes nothing else
+    plain_redis.delete(key)  # Redis lost it; no runner may ever come back for the flag
+    store.request_cancel("j1")
+    assert 0 < plain_redis.ttl(key) <= store.retention
+    # The runner writes the running job back around the flag: its hash lasts again, flag and all.
+    assert store.write(_job(progress=60, seq=next_seq(next_seq(0))), Guard.RUNNER) == WRITTEN
+    assert plain_redis.ttl(key) == -1
+    assert store.cancel_requested("j1") and store.load("j1").progress == 60
+
+
 def test_an_orphan_whose_hash_redis_lost_is_ended_from_the_database_s_copy(app, plain_redis):
     store = current_jobs_store(app)
     row = _job()

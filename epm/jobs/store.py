@@ -87,6 +87,7 @@ class JobStore:
         self._hand_over_script = client.register_script(_HAND_OVER)
         self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
         self._checkpoint_script = client.register_script(_CHECKPOINT_LUA)
+        self._cancel_script = client.register_script(_CANCEL_LUA)
         self._payloads = ProgressPayloads()
         self._lane = Lane.for_client(client, linger)
         self._call = self._lane.execute if self._lane is not None else client.execute_command
@@ -243,8 +244,10 @@ class JobStore:
     def request_cancel(self, job_id: str) -> None:
         """Flag the job for its runner, wherever it runs. Where Redis lost the job's hash this leaves one
         with the flag alone, which readers do not take for a job; the runner sees the flag at its next
-        heartbeat, and writes the job back around it."""
-        self.redis.hset(self.job_key(job_id), "cancel_requested", "1")
+        heartbeat, and writes the job back around it (a running job's write makes the hash lasting again).
+        Such a hash expires after the retention period, so that a flag no runner came back for does not
+        stay for ever."""
+        self._cancel_script(keys=[self.job_key(job_id)], args=[self.retention])
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(self.job_key(job_id), "cancel_requested") == "1"
@@ -793,6 +796,7 @@ if ARGV[6] == '1' then
   redis.call('ZREM', KEYS[6], ARGV[1])
   if tonumber(ARGV[12]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[12]) end
 else
+  redis.call('PERSIST', KEYS[1])  -- written over a cancel request's hash, which expires
   redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
   redis.call('SET', KEYS[5], ARGV[1], 'NX')
   redis.call('ZADD', KEYS[6], 'NX', ARGV[8], ARGV[1])
@@ -813,6 +817,13 @@ _CHECKPOINT_LUA = """
 if redis.call('HEXISTS', KEYS[1], 'status') == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
+"""
+
+# KEYS: job hash. ARGV: retention. A cancel request on a hash Redis lost leaves one with the flag alone: it
+# expires, unless its runner writes the job back around it first (the whole write persists the hash).
+_CANCEL_LUA = """
+redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+if redis.call('HEXISTS', KEYS[1], 'status') == 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 """
 
 # KEYS: job hash, active set. ARGV: id, the handing runner's attempt.
