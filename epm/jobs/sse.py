@@ -214,9 +214,6 @@ class EventHub:
         self._thread: threading.Thread | None = None
         self._beat_thread: threading.Thread | None = None
         self.streams = 0
-        # The last payload decoded and its message: the same state arrives on the job's and the user's channel.
-        self._last_payload: str | None = None
-        self._last_message: Message | None = None
         #: events handed to streams (one per stream an event reached), read by benchmarks and metrics
         self.delivered = 0
         self.closed = False
@@ -401,28 +398,23 @@ class EventHub:
     def _fan_out(self, channel: str, payload: str) -> None:
         """Decode an event once for the whole process and hand it to every stream that follows it.
 
-        A job's state is published on its own channel and its user's, one right after the other: the
-        second copy reuses the first's decoding.
+        Every stream follows its user's channel (a one-job stream too, filtered by job), so an event
+        reaches the hub once, whatever the number of its streams.
         """
         subs = self._subs.get(channel)
         if not subs:
             return
-        if payload == self._last_payload:
-            message, again = self._last_message, True
-        else:
-            try:
-                message = Message.from_payload(payload)
-            except (ValueError, KeyError):
-                log.warning("event hub: dropped a malformed event on %s", channel)
-                return
-            self._last_payload, self._last_message, again = payload, message, False
+        try:
+            message = Message.from_payload(payload)
+        except (ValueError, KeyError):
+            log.warning("event hub: dropped a malformed event on %s", channel)
+            return
         delivered = 0
         for sub in list(subs):
             delivered += sub.offer(message)
         self.delivered += delivered
-        if not again:
-            # Once per event and process (not per stream): the metrics' delivery latency.
-            signals.event_delivered.send(message)
+        # Once per event and process (not per stream): the metrics' delivery latency.
+        signals.event_delivered.send(message)
 
     def _broadcast(self, item: object) -> None:
         with self._lock:
