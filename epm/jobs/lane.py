@@ -15,11 +15,11 @@ order; the first of them sends it (the lead passes to it), so no thread of the l
 a caller and Redis. **Linger:** when the lane is busy (its last batch carried more than one command and
 went less than ``linger`` ago), a command that finds nothing on the wire waits ``linger`` (5 ms by
 default, ``EPM_WRITE_LINGER``) for the ones that are about to come, as Kafka's producer does with
-``linger.ms``. A lone caller, or a quiet process, never waits. With 50 jobs reporting 10 times a second in
-a worker a batch carried about 2 commands without the linger and 7-9 with it, and the CPU per delivered
-event fell by about a quarter (docs/performance.md, section 2): fewer wake-ups, system calls and Redis
-round trips per report, in the worker, in Redis, and in the event hubs, which read a batch's events in
-one go.
+``linger.ms``. A lone caller, or a quiet process, does not wait (the first write after a burst may, once).
+With 50 jobs reporting 10 times a second in a worker a batch carried about 2 commands without the linger
+and 7-9 with it, and the CPU per delivered event fell by about a third (docs/performance.md, section 2):
+fewer wake-ups, system calls and Redis round trips per report, in the worker, in Redis, and in the event
+hubs, which read a batch's events in one go.
 
 What the pool's checkout guarded against is kept: a command that fails on the wire disconnects the
 connection (redis-py does), so the next batch finds it either clean or closed, and a closed one connects
