@@ -430,7 +430,8 @@ def _on_stream_changed(_hub: Any, delta: int = 0, **__: Any) -> None:
 
 
 def _on_delivered(message: Any, **_: Any) -> None:
-    # The same event reaches each stream following it (and on two channels): measure it once.
+    # The hub signals once per event and process; a state published again with the same seq (a batch the job
+    # store's lane sent once more after a connection error) is measured once.
     if _delivered.get(message.job_id, 0) >= message.seq:
         return
     _delivered.record(message)

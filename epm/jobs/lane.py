@@ -117,15 +117,14 @@ class Lane:
                     slot.gone = True
                     lead = slot.batch
                 if lead is not None and slot.reply is _UNSET:
-                    threading.Thread(target=self._lead, args=(lead,), daemon=True, name="lane-lead").start()
+                    self._lead_elsewhere(lead)
                 raise
             lead = slot.batch
         elif linger:
             try:
                 time.sleep(linger)  # busy: the commands about to come go with this one
             except BaseException:
-                lead = self._gather(lead)  # killed while lingering: the batch still goes, from another thread
-                threading.Thread(target=self._lead, args=(lead,), daemon=True, name="lane-lead").start()
+                self._lead_elsewhere(self._gather(lead))  # killed while lingering: the batch still goes
                 raise
             lead = self._gather(lead)
             self.lingered += 1
@@ -138,6 +137,10 @@ class Lane:
         with self._lock:
             batch, self._waiting = lead + self._waiting, []
         return batch
+
+    def _lead_elsewhere(self, batch: list[_Slot]) -> None:
+        """The caller that holds the lead was killed: a short-lived thread sends its batch and passes the lead on."""
+        threading.Thread(target=self._lead, args=(batch,), daemon=True, name="lane-lead").start()
 
     def _lead(self, batch: list[_Slot]) -> None:
         """Send ``batch`` and hand its replies out; then pass the lead to the first of those that came meanwhile."""
@@ -176,18 +179,14 @@ class Lane:
                     answered += 1
                 self._proven = True
                 return
-            except redis.ConnectionError as exc:
-                # redis-py closed the connection. Before any reply, on a connection that had answered, the
-                # batch goes once more on a new one (Redis restarted, a failover): nothing in it was run.
+            except redis.RedisError as exc:
+                # redis-py closed the connection. A connection error (not a timeout) before any reply, on a
+                # connection that had answered, sends the batch once more on a new one (Redis restarted, a
+                # failover): nothing in it was run.
                 self._proven = False
-                if retry and not answered:
+                if retry and not answered and isinstance(exc, redis.ConnectionError):
                     retry = False
                     continue
-                for slot in batch[answered:]:
-                    slot.reply = exc
-                return
-            except redis.RedisError as exc:  # a timeout: redis-py closed the connection; no retry
-                self._proven = False
                 for slot in batch[answered:]:
                     slot.reply = exc
                 return
